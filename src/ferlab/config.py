@@ -1,0 +1,219 @@
+"""Run configuration: frozen dataclasses, loaded from YAML, overridden by `section.key=value`.
+
+A config has four sections - `data`, `model`, `augment`, `train` - and every run
+saves its resolved config as `config.yaml` beside its results, so any figure can
+be reproduced from its run folder. The `model` section is `name` plus that
+model's own keyword arguments (checked against the registry when the model is
+built), so new architectures need no change here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .augment import AugmentConfig
+from .files import atomic_write_text
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be applied; the message names the field."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str | None = None  # any source `load_dataset` reads, or a prepared .npz
+    train_split: str = "Training"
+    val_split: str = "auto"  # auto: PublicTest, else test / val / valid
+    limit: int | None = None  # stratified random subset of the training split (fixed by seed)
+    skip_bad: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "seed_cnn"
+    args: dict[str, Any] = field(default_factory=dict)  # the builder's keyword arguments
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 512
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    scheduler: str = "none"  # none | onecycle | cosine
+    warmup_fraction: float = 0.2  # onecycle: share of steps spent rising to the peak
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:1 | mps
+    precision: str = "auto"  # auto (bf16 where the device has it) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (CUDA; slow to start on CPU)
+    tta: str = "none"  # test-time augmentation for validation: none | flip | tencrop
+    eval_batch_size: int = 1024
+    budget_minutes: float | None = None  # fit the epoch count to this wall-clock budget
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "train": TrainConfig}
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain dict for YAML/checkpoints; the model section is flattened to name + args."""
+    out: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section = getattr(cfg, name)
+        out[name] = {f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(cls)}
+    out["model"] = {"name": cfg.model.name, **{k: _plain(v) for k, v in cfg.model.args.items()}}
+    return {k: out[k] for k in ("data", "model", "augment", "train")}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(d: dict[str, Any], where: str = "config") -> Config:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping with sections data, model, augment, train")
+    unknown = set(d) - {"data", "model", "augment", "train"}
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown section {', '.join(sorted(unknown))} "
+            "(sections: data, model, augment, train)"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = d.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {name!r} must be a mapping")
+        kwargs[name] = _build_section(cls, values, f"{where}: {name}")
+    model = dict(d.get("model") or {})
+    name = model.pop("name", "seed_cnn")
+    kwargs["model"] = ModelConfig(str(name), {k: _plain(v) for k, v in model.items()})
+    return Config(**kwargs)
+
+
+def _build_section(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown field (fields: {', '.join(sorted(names))})")
+        out[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**out)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a YAML value against a field's type; ints are accepted for floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a bundled config such as 'seed-final'."""
+    path = Path(name)
+    if path.exists():
+        return path
+    bundled = CONFIG_DIR / f"{Path(name).stem}.yaml"
+    if bundled.exists() and path.parent == Path("."):
+        return bundled
+    available = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"{name}: no such config file (bundled configs: {available})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    d: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        file = resolve_config_path(path)
+        where = str(file)
+        try:
+            d = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{file}: not valid YAML: {e}") from e
+    cfg = from_dict(d, where)
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` strings; values are parsed as YAML (`[64,128]`, `true`, `1e-3`)."""
+    d = to_dict(cfg)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
+        section, name = parts
+        if section not in d:
+            raise ConfigError(
+                f"override {item!r}: unknown section {section!r} (data, model, augment, train)"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: cannot parse value: {e}") from e
+        if section != "model" and name not in d[section]:
+            raise ConfigError(
+                f"override {item!r}: {section} has no field {name!r} "
+                f"(fields: {', '.join(sorted(d[section]))})"
+            )
+        d[section][name] = value
+        if section == "model" and name == "name" and value != cfg.model.name:
+            # Another architecture takes other arguments: start from its defaults.
+            d["model"] = {"name": value}
+    return from_dict(d, "overrides")
+
+
+def replace(cfg: Config, section: str, **changes: Any) -> Config:
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,117 @@
+"""Evaluation: accuracy, per-class precision/recall/F1/support, averages, confusion matrix.
+
+`evaluate` returns a plain dict (the JSON that `ferlab evaluate --json` prints);
+`write_report` saves it with the confusion-matrix heatmap; `format_report`
+renders the seed's classification-report tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .checkpoint import LoadedModel
+from .data import FerData, select_split
+from .files import atomic_write_text
+from .inference import predict_proba
+from .plots import plot_confusion_matrix
+from .runtime import Runtime
+
+# Which split `evaluate` reports on when none is named: the blind test first.
+EVAL_FALLBACKS = ("PrivateTest", "PublicTest", "test", "val", "valid", "validation")
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, ...]
+) -> dict[str, Any]:
+    labels = list(range(len(class_names)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    out: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(y_true == y_pred)) if len(y_true) else 0.0,
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                   "support": int(s[i])}
+            for i, name in enumerate(class_names)
+        },
+    }
+    for average in ("macro", "weighted"):
+        ap, ar, af, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        out[f"{average}_avg"] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
+    out["macro_f1"] = out["macro_avg"]["f1"]
+    out["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    out["class_names"] = list(class_names)
+    return out
+
+
+def evaluate(
+    loaded: LoadedModel,
+    data: FerData,
+    split: str = "auto",
+    *,
+    runtime: Runtime | None = None,
+    tta: str | None = None,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
+    """Score a loaded model on one split of `data`. tta=None uses the checkpoint's setting."""
+    if tuple(data.class_names) != tuple(loaded.class_names):
+        raise ValueError(
+            f"the data's classes ({', '.join(data.class_names)}) differ from the model's "
+            f"({', '.join(loaded.class_names)})"
+        )
+    split = select_split(data, split, EVAL_FALLBACKS, "evaluation")
+    part = data.split(split)
+    runtime = runtime or Runtime.create()
+    loaded.model.to(runtime.device)
+    tta = loaded.meta.get("tta", "none") if tta is None else tta
+    probs = predict_proba(loaded.model, part.images, loaded.preprocessing, runtime, batch_size, tta)
+    result = {"split": split, "checkpoint": str(loaded.path), "tta": tta}
+    result.update(classification_metrics(part.labels, probs.argmax(1), loaded.class_names))
+    return result
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The classification report and confusion matrix as plain-text tables."""
+    names = result["class_names"]
+    width = max(12, max(len(n) for n in names) + 2)
+    lines = [
+        f"split {result['split']}: {result['n']} images, accuracy {result['accuracy']:.4f}, "
+        f"macro F1 {result['macro_f1']:.4f}",
+        "",
+        f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
+    ]
+    for name in names:
+        m = result["per_class"][name]
+        lines.append(f"{name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}"
+                     f"{m['f1']:>10.4f}{m['support']:>10d}")
+    lines.append("")
+    lines.append(f"{'accuracy':<{width}}{'':>10}{'':>10}{result['accuracy']:>10.4f}{result['n']:>10d}")
+    for average in ("macro", "weighted"):
+        m = result[f"{average}_avg"]
+        lines.append(f"{average + ' avg':<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}"
+                     f"{m['f1']:>10.4f}{result['n']:>10d}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    short = [n[:8] for n in names]
+    lines.append(f"{'':<{width}}" + "".join(f"{s:>9}" for s in short))
+    for name, row in zip(names, result["confusion_matrix"]):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>9d}" for v in row))
+    return "\n".join(lines)
+
+
+def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Save `eval_<split>.json` and `confusion_<split>.png` in out_dir."""
+    out_dir = Path(out_dir)
+    json_path = out_dir / f"eval_{result['split']}.json"
+    atomic_write_text(json_path, json.dumps(result, indent=1))
+    png = plot_confusion_matrix(
+        np.array(result["confusion_matrix"]), result["class_names"],
+        out_dir / f"confusion_{result['split']}.png",
+        f"{result['split']}: accuracy {result['accuracy']:.4f}",
+    )
+    return json_path, png

@@ -1,0 +1,15 @@
+"""Model registry: every architecture ferlab can build, in one place.
+
+`build_model(name, **kwargs)` is the only way models are made (training,
+checkpoints, sweeps, export). Architectures register themselves with
+`@register_model` in their own module; this package imports each module
+explicitly below, so the registry's contents are visible right here.
+"""
+
+from .registry import build_model, list_models, model_defaults, register_model
+from .summary import model_summary
+
+from . import seed_cnn  # noqa: E402,F401  (registers "seed_cnn")
+from . import vgg  # noqa: E402,F401  (registers "vgg")
+
+__all__ = ["build_model", "list_models", "model_defaults", "model_summary", "register_model"]

@@ -1,0 +1,75 @@
+"""Figures: the seed's `plot_loss_acc` curves and a confusion-matrix heatmap (PNG).
+
+Matplotlib runs on the Agg backend so plotting works on servers and in CI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .files import atomic_path  # noqa: E402
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_loss_acc(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Training and validation loss (left) and accuracy (right) per epoch, as in the seed."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, [h[key] for h in history], "o-", ms=3, label=f"train {label}")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", ms=3, label=f"val {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if history:
+        best = max(history, key=lambda h: h["val_accuracy"])
+        ax_acc.axvline(best["epoch"], color="grey", ls="--", lw=1)
+        ax_acc.set_title(f"best val accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(
+    cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
+    """Counts (left) and row-normalised recall (right) heatmaps."""
+    cm = np.asarray(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
+    k = len(class_names)
+    fig, axes = plt.subplots(1, 2, figsize=(6 + 1.2 * k, 0.6 * k + 2))
+    for ax, values, fmt, name in ((axes[0], cm, "d", "counts"), (axes[1], norm, ".2f", "row-normalised")):
+        im = ax.imshow(values, cmap="Blues")
+        ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(k), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(name)
+        top = values.max() if values.size else 1
+        for i in range(k):
+            for j in range(k):
+                v = values[i, j]
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=8,
+                        color="white" if v > top / 2 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,105 @@
+"""The one preprocessing path shared by training, evaluation, prediction, export and serving.
+
+Two steps, kept apart because they run in different places:
+
+* `to_gray48` turns any image (path, PIL image, numpy array; any size, any colour)
+  into the stored form: a 48x48 uint8 grayscale array. Data ingest and prediction
+  both call it, so a face crop is resized exactly as training data was.
+* `preprocess` turns stored uint8 pixels into the float tensor the network sees.
+  Training calls it on the device after augmentation; the parameters travel in
+  every checkpoint so inference can never drift from training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_SIZE = 48
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int = IMAGE_SIZE
+    # Roughly FER2013's pixel statistics (mean 0.508, std 0.255 after /255),
+    # rounded so the numbers are easy to reproduce in any runtime.
+    mean: float = 0.5
+    std: float = 0.25
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(**d)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file, honour its EXIF orientation, and decode it fully now.
+
+    Decoding here (not lazily) makes truncated files fail at this call, where
+    the caller can still name the file.
+    """
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im.load()
+        return im.copy()
+
+
+def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Any image -> (size, size) uint8 grayscale. Returns the array unchanged if already so."""
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.dtype != np.uint8:
+            arr = _float_to_uint8(arr)
+        if arr.shape == (size, size):
+            return arr
+        image = Image.fromarray(arr)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+    if image.mode != "L":
+        # Alpha over white, then ITU-R 601 luma: what PIL and OpenCV both use for gray.
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        image = image.convert("L")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.size and float(np.nanmax(arr)) <= 1.0:
+        arr = arr * 255.0
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def preprocess(images: Any, pp: Preprocessing = Preprocessing()) -> Any:
+    """uint8 pixels (N,H,W) or (N,1,H,W) -> normalised float32 (N,1,H,W).
+
+    Accepts a torch tensor (stays on its device) or a numpy array (returns
+    numpy, for ONNX Runtime). Float input is taken as already in 0-255.
+    """
+    scale = 1.0 / (255.0 * pp.std)
+    shift = pp.mean / pp.std
+    if isinstance(images, np.ndarray):
+        x = images.astype(np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        return x * scale - shift
+    import torch
+
+    x = images.float() if images.dtype != torch.float32 else images
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return x * scale - shift
