@@ -14,9 +14,10 @@ from .evaluate import evaluate  # noqa: E402
 from .labels import EMOTIONS  # noqa: E402
 from .models import build_model, model_summary  # noqa: E402
 from .plots import plot_loss_acc  # noqa: E402
+from .recognizer import EmotionRecognizer  # noqa: E402
 from .train import train  # noqa: E402
 
 __all__ = [
-    "EMOTIONS", "Config", "FerData", "build_model", "evaluate", "load_checkpoint", "load_config",
-    "load_dataset", "model_summary", "plot_loss_acc", "train",
+    "EMOTIONS", "Config", "EmotionRecognizer", "FerData", "build_model", "evaluate",
+    "load_checkpoint", "load_config", "load_dataset", "model_summary", "plot_loss_acc", "train",
 ]

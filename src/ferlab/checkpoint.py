@@ -123,3 +123,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         meta,
         file,
     )
+
+
+def slim_checkpoint(path: str | Path, out: str | Path) -> Path:
+    """Copy a checkpoint without optimizer, scheduler and history: what a shipped model needs.
+
+    Weights are stored as fp32; the run's config, metrics and epoch stay for provenance.
+    """
+    ckpt = read_checkpoint(path)
+    slim = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "history")}
+    slim["source"] = str(resolve_checkpoint(path))
+    save_checkpoint(slim, out)
+    return Path(out)

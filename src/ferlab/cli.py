@@ -18,10 +18,7 @@ app = typer.Typer(
     help="ferlab: train, tune, evaluate and serve facial-expression CNNs (FER2013).",
 )
 
-NO_CHECKPOINT = (
-    "no checkpoint given: pass a checkpoint file or run folder (e.g. runs/NAME/best.pt); "
-    "this ferlab has no bundled default model yet"
-)
+NO_CHECKPOINT = "no checkpoint given: pass a checkpoint file or run folder (e.g. runs/NAME/best.pt)"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -34,9 +31,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .config import ConfigError
     from .data import DataError
     from .models.registry import ModelConfigError
+    from .sweep import SweepError
     from .train import RunError
 
-    return (CheckpointError, ConfigError, DataError, ModelConfigError, RunError)
+    return (CheckpointError, ConfigError, DataError, ModelConfigError, RunError, SweepError, ValueError)
 
 
 def _run(fn, *args, **kwargs):
@@ -119,6 +117,70 @@ def train(
 
 
 @app.command()
+def speedrun(
+    data: Annotated[str, typer.Option("--data", help="training data: a cache or any raw source")],
+    budget_minutes: Annotated[float, typer.Option("--budget-minutes", help="wall-clock budget for training")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="SECTION.KEY=VALUE overrides")] = None,
+    config: Annotated[str, typer.Option("--config", help="recipe (default: the bundled vgg-fast)")] = "vgg-fast",
+    out: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/speedrun-TIME)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="random seed (train.seed)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
+) -> None:
+    """Train within a time budget (schedule fitted to it); print minutes to 55/60/63/65/68/70%."""
+    from .config import load_config
+    from .speedrun import speedrun as run_speedrun
+    from .train import default_run_dir
+
+    flags = [f"data.source={data}"] + ([f"train.seed={seed}"] if seed is not None else [])
+    cfg = _run(load_config, config, [*(overrides or []), *flags])
+    if resume and out is None:
+        _fail("--resume needs the run folder to continue: pass --out RUN_DIR")
+    out = out or default_run_dir(cfg, "speedrun")
+    _run(run_speedrun, cfg, budget_minutes, out, resume=resume, progress=sys.stderr.isatty())
+
+
+@app.command()
+def sweep(
+    data: Annotated[str, typer.Option("--data", help="training data: a cache or any raw source")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="SECTION.KEY=VALUE overrides of the base config")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="KEY=V1,V2,... (or LOW:HIGH[:log] with tpe); repeatable")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="seed-study: replay the seed report's whole study")] = None,
+    sampler: Annotated[str, typer.Option(help="oat (one at a time) | grid (all combinations) | tpe (Optuna search)")] = "oat",
+    n_trials: Annotated[int, typer.Option(help="tpe: number of trials")] = 20,
+    config: Annotated[Optional[str], typer.Option("--config", help="base config (default: seed-baseline)")] = None,
+    study: Annotated[Optional[Path], typer.Option("--study", help="study folder (default studies/NAME)")] = None,
+    name: Annotated[Optional[str], typer.Option(help="study name (default: the preset or 'study')")] = None,
+    seeds: Annotated[int, typer.Option(help="repeat every point with K seeds")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(help="epochs per run")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="train each run on a stratified subset of N images")] = None,
+    budget_minutes: Annotated[Optional[float], typer.Option(help="wall-clock budget of each run")] = None,
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL shared by workers on many machines (e.g. postgresql://...)")] = None,
+    prune: Annotated[bool, typer.Option("--prune", help="stop hopeless trials early (median pruner)")] = False,
+) -> None:
+    """Tuning study: the seed's one-at-a-time sweeps, grids or Optuna TPE; resumable and parallel."""
+    from .config import load_config
+    from .sweep import SweepSpec, build_stages, run_sweep, seed_study_stages
+
+    flags = [f"data.source={data}"]
+    for key, value in (("train.epochs", epochs), ("data.limit", limit), ("train.budget_minutes", budget_minutes)):
+        if value is not None:
+            flags.append(f"{key}={value}")
+    base = _run(load_config, config or "seed-baseline", [*(overrides or []), *flags])
+    if preset not in (None, "seed-study"):
+        _fail(f"unknown preset {preset!r} (presets: seed-study)")
+    if preset and param:
+        _fail("give either --preset or --param, not both")
+    stages = seed_study_stages() if preset else _run(build_stages, param or [], sampler, n_trials)
+    if seeds < 1 or workers < 1:
+        _fail("--seeds and --workers must be at least 1")
+    name = name or preset or "study"
+    spec = SweepSpec(base, stages, study or Path("studies") / name, seeds=seeds, storage=storage,
+                     name=name, prune=prune, carry_forward=bool(preset))
+    _run(run_sweep, spec, workers)
+
+
+@app.command()
 def evaluate(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder")] = None,
     data: Annotated[str, typer.Option("--data", help="a cache or any raw source")] = "",
@@ -127,6 +189,7 @@ def evaluate(
     out: Annotated[Optional[Path], typer.Option(help="folder for the report files (default: the checkpoint's)")] = None,
     tta: Annotated[Optional[str], typer.Option(help="test-time augmentation: none | flip | tencrop (default: as trained)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images in a raw source")] = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix; saves JSON and a heatmap."""
@@ -137,10 +200,15 @@ def evaluate(
     from .runtime import Runtime
 
     if checkpoint is None:
-        _fail(NO_CHECKPOINT)
+        from .recognizer import default_model_path
+
+        try:
+            checkpoint = default_model_path()
+        except FileNotFoundError as e:
+            _fail(f"{e}; {NO_CHECKPOINT}")
     if not data:
         _fail("--data is required: the cache or source holding the split to score")
-    runtime = Runtime.create(device)
+    runtime = _run(Runtime.create, device, precision)
     loaded = _run(load_checkpoint, checkpoint, runtime.device)
     dataset, _ = _run(load_dataset, data, skip_bad=skip_bad)
     result = _run(run_eval, loaded, dataset, split, runtime=runtime, tta=tta)
@@ -153,49 +221,127 @@ def evaluate(
         typer.echo(f"saved {json_path} and {png}")
 
 
-def _looks_like_checkpoint(path: str) -> bool:
+def _looks_like_model(path: str) -> bool:
     p = Path(path)
-    return p.suffix in (".pt", ".pth") or (p.is_dir() and any((p / n).exists() for n in ("best.pt", "last.pt")))
+    return p.suffix in (".pt", ".pth", ".onnx") or (
+        p.is_dir() and any((p / n).exists() for n in ("best.pt", "last.pt")))
 
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT] IMAGE... (face crops)")],
-    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False,
+    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx] then photos, folders, globs or videos")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, one row per face")] = False,
+    no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
+    annotate: Annotated[Optional[Path], typer.Option("--annotate", help="write copies with boxes and labels to this folder")] = None,
+    every: Annotated[int, typer.Option(help="videos: classify every Nth frame")] = 1,
+    video_dir: Annotated[Path, typer.Option(help="videos: folder for the per-frame CSV files")] = Path("."),
+    tta: Annotated[Optional[str], typer.Option(help="none | flip | tencrop (default: as trained)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
 ) -> None:
-    """Classify face crops of any size: top emotion and all class probabilities."""
-    from .checkpoint import load_checkpoint
-    from .predict import predict_crops
-    from .preprocess import load_image
-    from .runtime import Runtime
+    """Faces and emotions in photos and videos (OpenCV face detection), or in face crops."""
+    from .predict import expand_inputs, format_csv, format_table, predict_files
+    from .recognizer import EmotionRecognizer
 
-    if not inputs or not _looks_like_checkpoint(inputs[0]):
-        _fail(NO_CHECKPOINT)
-    checkpoint, paths = inputs[0], inputs[1:]
+    model = inputs[0] if inputs and _looks_like_model(inputs[0]) else None
+    paths = inputs[1:] if model else inputs
     if not paths:
         _fail("no images given")
-    runtime = Runtime.create(device)
-    loaded = _run(load_checkpoint, checkpoint, runtime.device)
-    images, sources, failed = [], [], 0
-    for path in paths:
-        try:
-            images.append(load_image(path))
-            sources.append(path)
-        except Exception as e:  # unreadable files are reported; the rest still run
-            typer.echo(f"error: {path}: cannot read image ({e})", err=True)
-            failed += 1
-    results = predict_crops(loaded, images, sources, runtime)
+    try:
+        recognizer = EmotionRecognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
+    except FileNotFoundError as e:
+        _fail(f"{e}; {NO_CHECKPOINT}" if model is None else str(e))
+    except (RuntimeError, *_user_errors()) as e:
+        _fail(str(e))
+    files, missing = expand_inputs(paths)
+    if annotate is not None:
+        annotate.mkdir(parents=True, exist_ok=True)
+    result = predict_files(recognizer, files, annotate_dir=annotate, video_dir=video_dir, every=every,
+                           progress=sys.stderr.isatty() and not (as_json or as_csv))
+    errors = [f"{m}: no such file, folder or match" for m in missing] + result.errors
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    names = recognizer.class_names
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in results]))
+        typer.echo(json.dumps({"model": recognizer.classifier.description, "photos": result.photos,
+                               "videos": result.videos}))
+    elif as_csv:
+        typer.echo(format_csv(result, names), nl=False)
     else:
-        names = loaded.class_names
-        typer.echo(f"{'image':<40}{'emotion':<10}" + "".join(f"{n[:8]:>9}" for n in names))
-        for r in results:
-            typer.echo(f"{r.source[-39:]:<40}{r.emotion:<10}"
-                       + "".join(f"{r.probabilities[n]:>9.3f}" for n in names))
-    if failed:
+        typer.echo(format_table(result, names))
+    if errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder (default: the bundled model)")] = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="model.onnx, or model.pt for a slim checkpoint")] = Path("model.onnx"),
+) -> None:
+    """Export to ONNX (dynamic batch axis; class names and preprocessing as metadata), or to a
+    slim .pt checkpoint without optimizer state (how the bundled model is made)."""
+    from .checkpoint import load_checkpoint, slim_checkpoint
+    from .export import export_onnx
+    from .recognizer import default_model_path
+
+    if checkpoint is None:
+        try:
+            checkpoint = default_model_path()
+        except FileNotFoundError as e:
+            _fail(str(e))
+    loaded = _run(load_checkpoint, checkpoint)
+    if out.suffix in (".pt", ".pth"):
+        path = _run(slim_checkpoint, loaded.path, out)
+    elif out.suffix == ".onnx":
+        path = export_onnx(loaded, out)
+    else:
+        _fail(f"{out}: choose a .onnx or .pt output")
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {loaded.description}")
+
+
+@app.command()
+def serve(
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder or .onnx (default: bundled)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+) -> None:
+    """REST API (POST /api/predict, GET /api/health, /docs) and a web page at /."""
+    from .serve import serve as run_server
+
+    try:
+        run_server(model, host, port, max_upload_mb, device)
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("-o", "--out", help="annotated copy of the photo")] = Path("demo_annotated.jpg"),
+    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder or .onnx (default: bundled)")] = None,
+) -> None:
+    """No data, no network: find faces and emotions in the bundled public-domain photo."""
+    from PIL import Image
+
+    from .faces import draw_faces
+    from .files import atomic_path
+    from .recognizer import SAMPLE_PHOTO, EmotionRecognizer, as_rgb_array
+
+    try:
+        recognizer = EmotionRecognizer(model)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    rgb = as_rgb_array(SAMPLE_PHOTO)
+    faces = recognizer.detect_emotions(rgb)
+    typer.echo(f"{SAMPLE_PHOTO.name} (NASA, public domain): {len(faces)} face(s); model {recognizer.classifier.description}")
+    for face in faces:
+        probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(face["probabilities"].items(), key=lambda kv: -kv[1]))
+        typer.echo(f"  box {face['box']}: {face['emotion']}  ({probs})")
+    with atomic_path(out) as tmp:
+        Image.fromarray(draw_faces(rgb, faces)).save(tmp)
+    typer.echo(f"wrote {out}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .files import atomic_path  # noqa: E402
 
@@ -34,6 +35,7 @@ def plot_loss_acc(history: Sequence[dict[str, Any]], path: str | Path, title: st
         ax.plot(epochs, [h[key] for h in history], "o-", ms=3, label=f"train {label}")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", ms=3, label=f"val {label}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -69,6 +71,31 @@ def plot_confusion_matrix(
                 ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=8,
                         color="white" if v > top / 2 else "black")
         fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_acc_of_multiple_parameters(
+    histories: dict[str, Sequence[dict[str, Any]]], path: str | Path, title: str = ""
+) -> Path:
+    """The seed's sweep figure: train/val loss and accuracy of every value of one parameter."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    panels = (("loss", axes[0, 0]), ("val_loss", axes[0, 1]), ("accuracy", axes[1, 0]),
+              ("val_accuracy", axes[1, 1]))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(histories))))
+    for (label, history), colour in zip(histories.items(), colours):
+        epochs = [h["epoch"] for h in history]
+        for key, ax in panels:
+            ax.plot(epochs, [h[key] for h in history], "-", color=colour, lw=1.5, label=label)
+    for key, ax in panels:
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,46 +1,111 @@
-"""Prediction on face crops: image files or arrays in, the top class and all probabilities out."""
+"""`ferlab predict`: photos, folders, globs and videos in; faces with emotions out.
+
+Inputs are expanded (folders -> the images and videos inside, globs -> matches),
+each photo goes through `EmotionRecognizer.detect_emotions`, each video through
+`predict_video`. A file that cannot be read is reported and the rest still run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import glob
+import io
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .data import IMAGE_EXTENSIONS
+from .video import VIDEO_EXTENSIONS, predict_video
 
-from .checkpoint import LoadedModel
-from .inference import predict_proba
-from .preprocess import to_gray48
-from .runtime import Runtime
+PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | {".webp", ".bmp"}
 
 
-@dataclass(frozen=True)
-class Prediction:
-    source: str
-    emotion: str
-    probabilities: dict[str, float]
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files from paths, folders (recursive) and glob patterns; plus the inputs that matched nothing."""
+    files, missing = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.suffix.lower() in PHOTO_EXTENSIONS | VIDEO_EXTENSIONS)
+        elif path.exists():
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        if not found:
+            missing.append(item)
+        files.extend(found)
+    return files, missing
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "emotion": self.emotion, "probabilities": self.probabilities}
+
+@dataclass
+class PredictResult:
+    photos: list[dict[str, Any]] = field(default_factory=list)  # {"source", "faces"}
+    videos: list[dict[str, Any]] = field(default_factory=list)  # predict_video summaries
+    errors: list[str] = field(default_factory=list)
 
 
-def predict_crops(
-    loaded: LoadedModel,
-    images: list[Any],
-    sources: list[str] | None = None,
-    runtime: Runtime | None = None,
-    tta: str | None = None,
-) -> list[Prediction]:
-    """Classify face crops (paths, PIL images or arrays of any size and colour)."""
-    runtime = runtime or Runtime.create()
-    loaded.model.to(runtime.device)
-    size = loaded.preprocessing.image_size
-    faces = np.stack([to_gray48(im, size) for im in images]) if images else np.zeros((0, size, size), np.uint8)
-    tta = loaded.meta.get("tta", "none") if tta is None else tta
-    probs = predict_proba(loaded.model, faces, loaded.preprocessing, runtime, tta=tta)
-    sources = sources or [str(s) if isinstance(s, (str, Path)) else f"image{i}" for i, s in enumerate(images)]
-    names = loaded.class_names
-    return [
-        Prediction(src, names[int(p.argmax())], {n: float(v) for n, v in zip(names, p)})
-        for src, p in zip(sources, probs)
-    ]
+def predict_files(
+    recognizer: Any,
+    files: list[Path],
+    *,
+    annotate_dir: Path | None = None,
+    video_dir: Path = Path("."),
+    every: int = 1,
+    progress: bool = False,
+) -> PredictResult:
+    from .faces import draw_faces
+    from .files import atomic_path
+    from .recognizer import as_rgb_array
+
+    result = PredictResult()
+    for path in files:
+        try:
+            if path.suffix.lower() in VIDEO_EXTENSIONS:
+                annotated = annotate_dir / f"{path.stem}_annotated.mp4" if annotate_dir else None
+                result.videos.append(predict_video(
+                    recognizer, path, video_dir / f"{path.stem}_faces.csv", every=every,
+                    annotate_out=annotated, progress=progress))
+                continue
+            rgb = as_rgb_array(path)
+            faces = recognizer.detect_emotions(rgb)
+            result.photos.append({"source": str(path), "faces": faces})
+            if annotate_dir is not None:
+                from PIL import Image
+
+                suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+                out = annotate_dir / f"{path.stem}_annotated{suffix}"
+                with atomic_path(out) as tmp:
+                    Image.fromarray(draw_faces(rgb, faces)).save(tmp)
+        except Exception as e:  # any unreadable input is reported; the others still run
+            result.errors.append(f"{path}: {e}")
+    return result
+
+
+def format_table(result: PredictResult, class_names: tuple[str, ...]) -> str:
+    lines = [f"{'source':<32}{'face':>5}  {'box (x, y, w, h)':<22}{'emotion':<10}"
+             + "".join(f"{n[:8]:>9}" for n in class_names)]
+    for photo in result.photos:
+        if not photo["faces"]:
+            lines.append(f"{photo['source'][-31:]:<32}{'-':>5}  no face found")
+        for i, face in enumerate(photo["faces"]):
+            box = ", ".join(map(str, face["box"]))
+            lines.append(f"{photo['source'][-31:]:<32}{i:>5}  {box:<22}{face['emotion']:<10}"
+                         + "".join(f"{face['probabilities'][n]:>9.3f}" for n in class_names))
+    for video in result.videos:
+        top = ", ".join(f"{k} {v}" for k, v in sorted(video["emotions"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"{video['source']}: {video['processed']} of {video['frames']} frames, "
+                     f"{video['faces']} faces ({top or 'none'}) -> {video['csv']}"
+                     + (f", {video['annotated']}" if video["annotated"] else ""))
+    return "\n".join(lines)
+
+
+def format_csv(result: PredictResult, class_names: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["source", "face", "x", "y", "w", "h", "emotion", *class_names])
+    for photo in result.photos:
+        for i, face in enumerate(photo["faces"]):
+            writer.writerow([photo["source"], i, *face["box"], face["emotion"],
+                             *(f"{face['probabilities'][n]:.5f}" for n in class_names)])
+    return buf.getvalue()

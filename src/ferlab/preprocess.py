@@ -59,7 +59,7 @@ def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
         if arr.ndim == 3 and arr.shape[-1] == 1:
             arr = arr[..., 0]
         if arr.dtype != np.uint8:
-            arr = _float_to_uint8(arr)
+            arr = float_to_uint8(arr)
         if arr.shape == (size, size):
             return arr
         image = Image.fromarray(arr)
@@ -77,7 +77,7 @@ def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def _float_to_uint8(arr: np.ndarray) -> np.ndarray:
+def float_to_uint8(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr, dtype=np.float32)
     if arr.size and float(np.nanmax(arr)) <= 1.0:
         arr = arr * 255.0

@@ -349,10 +349,15 @@ def train(
     resume: bool = False,
     data: FerData | None = None,
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = lambda s: print(s, flush=True),
     run_name: str | None = None,
+    on_epoch_end: Callable[[dict[str, Any], nn.Module], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train as configured; return the per-epoch history (also saved in the run folder)."""
+    """Train as configured; return the per-epoch history (also saved in the run folder).
+
+    `on_epoch_end(row, model)` is called on every rank after each epoch's files are
+    written (a sweep reports to its pruner there; raising stops the run).
+    """
     dist_info, device_name = init_distributed(cfg.train.device)
     if not dist_info.main:
         log = lambda *_: None  # noqa: E731  only rank 0 talks and writes
@@ -455,7 +460,10 @@ def train(
                 save_checkpoint(ckpt, out / "best.pt")
             save_checkpoint(ckpt, last)
             write_history(history, out, title)
-        if t.budget_minutes is not None and elapsed > t.budget_minutes * 60 * 1.05:
+        if on_epoch_end is not None:
+            on_epoch_end(row, model)
+        if (t.budget_minutes is not None and epoch < t.epochs
+                and elapsed > t.budget_minutes * 60 * 1.05):
             log(f"stopping: {elapsed / 60:.1f} min used of the {t.budget_minutes:g} min budget")
             break
     if dist_info.main and history:

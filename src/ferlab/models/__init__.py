@@ -6,10 +6,11 @@ checkpoints, sweeps, export). Architectures register themselves with
 explicitly below, so the registry's contents are visible right here.
 """
 
+from . import (
+    seed_cnn,  # noqa: E402,F401  (registers "seed_cnn")
+    vgg,  # noqa: E402,F401  (registers "vgg")
+)
 from .registry import build_model, list_models, model_defaults, register_model
 from .summary import model_summary
-
-from . import seed_cnn  # noqa: E402,F401  (registers "seed_cnn")
-from . import vgg  # noqa: E402,F401  (registers "vgg")
 
 __all__ = ["build_model", "list_models", "model_defaults", "model_summary", "register_model"]

@@ -63,10 +63,15 @@ def seed_cnn(
     layers: list[nn.Module] = []
     channels = in_chans
     for block in range(block_num):
-        for _ in range(layer_num):
-            layers += [nn.Conv2d(channels, filters[block], kernel_size, padding="same"), nn.ReLU()]
+        for layer in range(layer_num):
+            layers.append(nn.Conv2d(channels, filters[block], kernel_size, padding="same"))
             channels = filters[block]
-        layers.append(nn.MaxPool2d(pool_size, strides))
+            if layer < layer_num - 1:
+                layers.append(nn.ReLU(inplace=True))
+        # Max-pooling commutes with ReLU (both are monotone), so the block's last ReLU runs
+        # after the pool: the same function and gradients, on a tensor 4-9x smaller.
+        # In-place ReLUs also spare one activation-sized buffer each.
+        layers += [nn.MaxPool2d(pool_size, strides), nn.ReLU(inplace=True)]
     layers += [
         nn.Flatten(),
         nn.Dropout(dropout_rate),

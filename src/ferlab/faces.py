@@ -1,0 +1,99 @@
+"""Face detection, cropping and annotation for photos and video frames (OpenCV).
+
+Detection uses the Haar cascade that opencv-python-headless 4.x ships
+(`cv2.data.haarcascades`); OpenCV 5 dropped both, hence the `<5` pin. A crop is
+the detected square grown by a margin, because FER2013 faces include some
+forehead and chin around the detector's tight box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def to_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+class FaceDetector:
+    """OpenCV Haar-cascade face detector; `detect(gray)` returns boxes, largest first."""
+
+    def __init__(
+        self,
+        cascade: str | Path | None = None,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: float = 0.05,  # smallest face side as a share of the image's shorter side
+    ):
+        import cv2
+
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise RuntimeError(
+                "this OpenCV has no CascadeClassifier (OpenCV 5 removed it); "
+                "install opencv-python-headless<5"
+            )
+        path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / DEFAULT_CASCADE
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise RuntimeError(f"{path}: cannot load the face-detector cascade")
+        self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+
+    def detect(self, gray: np.ndarray) -> list[FaceBox]:
+        side = max(24, int(min(gray.shape[:2]) * self.min_size))
+        found = self._cascade.detectMultiScale(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
+        )
+        boxes = [FaceBox(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+        return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
+
+
+def crop_face(gray: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
+    """The box grown by `margin` of its size on each side, clipped to the image."""
+    dx, dy = int(box.w * margin), int(box.h * margin)
+    h, w = gray.shape[:2]
+    x0, y0 = max(0, box.x - dx), max(0, box.y - dy)
+    x1, y1 = min(w, box.x + box.w + dx), min(h, box.y + box.h + dy)
+    return gray[y0:y1, x0:x1]
+
+
+def to_gray(rgb_or_gray: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if rgb_or_gray.ndim == 2:
+        return rgb_or_gray
+    if rgb_or_gray.shape[2] == 4:
+        return cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGBA2GRAY)
+    return cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2GRAY)
+
+
+def draw_faces(rgb: np.ndarray, faces: list[dict]) -> np.ndarray:
+    """A copy of an RGB image with each face's box and 'emotion 87%' label drawn."""
+    import cv2
+
+    out = np.ascontiguousarray(rgb.copy())
+    if out.ndim == 2:
+        out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    scale = max(0.4, min(out.shape[:2]) / 900)
+    for face in faces:
+        x, y, w, h = face["box"]
+        label = f"{face['emotion']} {face['probabilities'][face['emotion']]:.0%}"
+        cv2.rectangle(out, (x, y), (x + w, y + h), (40, 220, 40), thickness)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = max(0, y - th - base - 4)
+        cv2.rectangle(out, (x, top), (x + tw + 4, top + th + base + 4), (40, 220, 40), -1)
+        cv2.putText(out, label, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
+                    thickness, cv2.LINE_AA)
+    return out

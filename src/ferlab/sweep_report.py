@@ -1,0 +1,126 @@
+"""A study's results: sorted table, per-stage curves figure, CSV/JSON of all trials, one HTML report."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_write_text
+from .plots import plot_loss_acc_of_multiple_parameters
+from .sweep import SEED_CHOICES, SweepSpec, _stage_study, open_storage, stage_bases
+
+FIELDS = ("stage", "trial", "point", "state", "mean_val_accuracy", "std_val_accuracy", "seeds",
+          "best_epoch", "seconds_per_run", "error")
+
+
+def collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str, list]], dict]:
+    """Rows for every trial, the histories behind each stage's figure, and carried-forward choices."""
+    storage = open_storage(spec.storage_url)
+    bases = stage_bases(spec, storage, None, lambda _: None, run=False) if spec.carry_forward else \
+        [spec.base] * len(spec.stages)
+    rows, curves, chosen = [], {}, {}
+    for index, stage in enumerate(spec.stages):
+        study = _stage_study(spec, index, storage, bases[index])
+        curves[stage.name] = {}
+        for t in study.get_trials(deepcopy=False):
+            if "overrides" not in t.user_attrs:
+                continue  # an empty ask() between workers; never ran
+            seeds = t.user_attrs.get("per_seed", [])
+            accs = [s["best_val_accuracy"] for s in seeds]
+            row = {
+                "stage": stage.name, "trial": t.number, "point": t.user_attrs.get("label"),
+                "state": t.state.name.lower(),
+                "mean_val_accuracy": statistics.fmean(accs) if accs else None,
+                "std_val_accuracy": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
+                "seeds": len(accs),
+                "best_epoch": seeds[0]["best_epoch"] if seeds else None,
+                "seconds_per_run": statistics.fmean(s["seconds"] for s in seeds) if seeds else None,
+                "error": t.user_attrs.get("error", "") or (
+                    "interrupted; run again as a later trial" if t.state.name == "FAIL" else ""),
+                "runs": [s["run"] for s in seeds],
+            }
+            rows.append(row)
+            if seeds and t.state.name == "COMPLETE":
+                history_file = Path(seeds[0]["run"]) / "history.json"
+                if history_file.exists():
+                    curves[stage.name][row["point"]] = json.loads(history_file.read_text())
+        complete = [r for r in rows if r["stage"] == stage.name and r["state"] == "complete"]
+        if complete:
+            chosen[stage.name] = max(complete, key=lambda r: r["mean_val_accuracy"])["point"]
+    rows.sort(key=lambda r: (r["mean_val_accuracy"] is None, -(r["mean_val_accuracy"] or 0)))
+    return rows, curves, chosen
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'stage':<22}{'point':<34}{'val acc (mean ± std)':>22}{'seeds':>6}{'best ep':>8}"
+             f"{'s/run':>8}  state"]
+    for r in rows:
+        acc = (f"{r['mean_val_accuracy']:.4f} ± {r['std_val_accuracy']:.4f}"
+               if r["mean_val_accuracy"] is not None else "-")
+        secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "-"
+        lines.append(f"{r['stage']:<22}{str(r['point'])[:33]:<34}{acc:>22}{r['seeds']:>6}"
+                     f"{str(r['best_epoch'] or '-'):>8}{secs:>8}  {r['state']}"
+                     + (f" ({r['error'][:60]})" if r["error"] else ""))
+    return "\n".join(lines)
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+    rows, curves, chosen = collect(spec)
+    out = spec.study_dir
+    figures = {}
+    for stage, histories in curves.items():
+        if histories:
+            figures[stage] = plot_loss_acc_of_multiple_parameters(
+                histories, out / f"curves_{stage}.png", f"{spec.name}: {stage}")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    summary = {"name": spec.name, "trials": rows, "chosen": chosen}
+    if spec.carry_forward:
+        summary["seed_report_choices"] = {k: v for k, v in SEED_CHOICES.items() if k in chosen}
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
+    table = format_table(rows)
+    comparison = ""
+    if spec.carry_forward and chosen:
+        comparison = "\n".join(
+            f"{stage:<24}{chosen[stage]:<34}{stage}={json.dumps(SEED_CHOICES[stage]).replace(' ', '')}"
+            for stage in SEED_CHOICES if stage in chosen
+        )
+        comparison = f"{'parameter':<24}{'chosen here':<34}the seed report chose\n" + comparison
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>ferlab study {html.escape(spec.name)}</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "pre{background:#f6f6f6;padding:1em;overflow-x:auto}img{max-width:100%}</style></head><body>",
+        f"<h1>Study {html.escape(spec.name)}</h1>",
+        f"<p>{len(rows)} trials, {spec.seeds} seed(s) per point, storage "
+        f"<code>{html.escape(spec.storage_url)}</code>.</p>",
+        "<h2>Trials, best first</h2>", f"<pre>{html.escape(table)}</pre>",
+    ]
+    if comparison:
+        parts += ["<h2>Chosen values beside the seed report's</h2>", f"<pre>{html.escape(comparison)}</pre>"]
+    for stage, png in figures.items():
+        parts += [f"<h2>{html.escape(stage)}</h2>", _img(png)]
+    parts.append("</body></html>")
+    atomic_write_text(out / "report.html", "\n".join(parts))
+    log(table)
+    if comparison:
+        log(comparison)
+    log(f"report: {out / 'report.html'}")
+    return summary
+
+

@@ -1,0 +1,85 @@
+"""Emotions through a video: every Nth frame, results streamed to CSV, optional annotated copy.
+
+Frames are read and written one at a time, so memory stays flat however long the video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .faces import draw_faces
+from .files import atomic_path
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+def predict_video(
+    recognizer: Any,
+    path: str | Path,
+    csv_out: str | Path,
+    *,
+    every: int = 1,
+    annotate_out: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write one CSV row per face per processed frame; return a summary."""
+    import cv2
+
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ValueError(f"{path}: cannot open video")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    names = recognizer.class_names
+    counts: Counter[str] = Counter()
+    frames = processed = 0
+    writers: list[Any] = []
+    with contextlib.ExitStack() as stack:
+        # Exit order is reversed: release capture and writer, close the CSV, then rename
+        # both temp files into place (or delete them if anything failed).
+        tmp_csv = stack.enter_context(atomic_path(csv_out))
+        tmp_video = stack.enter_context(atomic_path(annotate_out)) if annotate_out else None
+        f = stack.enter_context(open(tmp_csv, "w", newline=""))
+        stack.callback(capture.release)
+        stack.callback(lambda: [w.release() for w in writers])
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = stack.enter_context(tqdm(total=total, desc=Path(path).name, unit="frame", leave=False))
+        rows = csv.writer(f)
+        rows.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *names])
+        faces: list[dict[str, Any]] = []
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if frames % every == 0:
+                faces = recognizer.detect_emotions(rgb)
+                processed += 1
+                for i, face in enumerate(faces):
+                    counts[face["emotion"]] += 1
+                    rows.writerow([frames, f"{frames / fps:.3f}", i, *face["box"], face["emotion"],
+                                   *(f"{face['probabilities'][n]:.5f}" for n in names)])
+            if tmp_video is not None:
+                if not writers:
+                    h, w = rgb.shape[:2]
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    writers.append(cv2.VideoWriter(str(tmp_video), fourcc, fps, (w, h)))
+                # Between processed frames the last faces stay drawn.
+                writers[0].write(cv2.cvtColor(draw_faces(rgb, faces), cv2.COLOR_RGB2BGR))
+            frames += 1
+            if bar is not None:
+                bar.update()
+        if frames == 0:
+            raise ValueError(f"{path}: no frames could be read")
+    return {"source": str(path), "frames": frames, "processed": processed, "fps": fps,
+            "faces": sum(counts.values()), "emotions": dict(counts), "csv": str(csv_out),
+            "annotated": str(annotate_out) if annotate_out else None}

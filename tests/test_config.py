@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ferlab.config import ConfigError, from_dict, load_config, save_config, to_dict
+
+
+def test_bundled_configs_load():
+    final = load_config("seed-final")
+    assert final.model.args["filters_in_each_block"] == [64, 128, 256, 512]
+    assert final.model.args["pool_size"] == 4 and final.train.batch_size == 256
+    assert final.augment.enabled and final.train.epochs == 50
+    base = load_config("configs/seed-baseline.yaml")
+    assert base.train.batch_size == 512 and not base.augment.enabled
+
+
+def test_overrides_by_dotted_path():
+    cfg = load_config("seed-baseline", ["model.block_num=5", "train.epochs=3", "train.lr=1e-4",
+                                        "augment.enabled=true", "model.filters_in_each_block=[8,16]"])
+    assert cfg.model.args["block_num"] == 5 and cfg.train.epochs == 3
+    assert cfg.train.lr == pytest.approx(1e-4) and cfg.augment.enabled
+    assert cfg.model.args["filters_in_each_block"] == [8, 16]
+
+
+def test_switching_model_starts_from_its_defaults():
+    cfg = load_config("seed-final", ["model.name=vgg", "model.depth=1"])
+    assert cfg.model.name == "vgg" and cfg.model.args == {"depth": 1}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=ten", "train.epochs: expected an integer"),
+        ("train.epoch=3", "train has no field 'epoch'"),
+        ("trian.epochs=3", "unknown section 'trian'"),
+        ("epochs", "expected SECTION.KEY=VALUE"),
+        ("augment.enabled=maybe", "expected true or false"),
+    ],
+)
+def test_bad_overrides_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_round_trip_through_yaml(tmp_path):
+    cfg = load_config("seed-final", ["train.seed=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    back = from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert back == cfg and to_dict(back) == to_dict(cfg)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("train:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "x.yaml").write_text("optim:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown section optim"):
+        load_config(tmp_path / "x.yaml")

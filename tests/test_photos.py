@@ -1,0 +1,129 @@
+"""Photos, folders, videos and ONNX through the recognizer and `ferlab predict`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_MODEL, make_data, make_faces
+from PIL import Image
+from typer.testing import CliRunner
+
+from ferlab.checkpoint import load_checkpoint
+from ferlab.cli import app
+from ferlab.config import load_config
+from ferlab.export import export_onnx
+from ferlab.recognizer import SAMPLE_PHOTO, EmotionRecognizer
+from ferlab.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [*TINY_MODEL, "train.epochs=2", "train.tta=flip"])
+    train(cfg, run, data=make_data(), log=lambda _: None)
+    return run
+
+
+def test_sample_photo_has_one_face(model_dir):
+    faces = EmotionRecognizer(model_dir).detect_emotions(SAMPLE_PHOTO)
+    assert len(faces) == 1
+    x, y, w, h = faces[0]["box"]
+    assert 150 < x < 210 and 40 < y < 100 and 70 < w < 130  # around her face, not the helmet
+    assert abs(sum(faces[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_inputs_as_numpy_pil_and_path_agree(model_dir):
+    rec = EmotionRecognizer(model_dir)
+    image = Image.open(SAMPLE_PHOTO)
+    a = rec.detect_emotions(SAMPLE_PHOTO)
+    b = rec.detect_emotions(image)
+    c = rec.detect_emotions(np.asarray(image))
+    assert a == b == c
+
+
+def test_exif_orientation_is_honoured(model_dir, tmp_path):
+    upright = Image.open(SAMPLE_PHOTO)
+    rotated = upright.rotate(90, expand=True)  # stored sideways (turned 90 degrees anticlockwise)...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...with the tag that tells viewers to turn it 90 degrees clockwise
+    rotated.save(tmp_path / "sideways.jpg", exif=exif)
+    rec = EmotionRecognizer(model_dir)
+    assert len(rec.detect_emotions(tmp_path / "sideways.jpg")) == 1
+    rotated.save(tmp_path / "no_tag.jpg")
+    assert rec.detect_emotions(tmp_path / "no_tag.jpg") == []  # the frontal detector needs upright faces
+
+
+def test_no_detect_treats_images_as_crops(model_dir):
+    x, _ = make_faces(3)
+    faces = EmotionRecognizer(model_dir, detect=False).classify_crops(list(x))
+    assert len(faces) == 3 and faces[0]["box"] == [0, 0, 48, 48]
+
+
+def test_predict_cli_photos_folder_no_face_and_errors(model_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(SAMPLE_PHOTO).save(photos / "astronaut.webp")
+    Image.open(SAMPLE_PHOTO).convert("L").save(photos / "gray.bmp")
+    Image.new("RGB", (200, 150), (90, 120, 200)).save(photos / "sky.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    annotated = tmp_path / "annotated"
+    result = runner.invoke(app, ["predict", str(model_dir), str(photos), str(tmp_path / "broken.jpg"),
+                                 str(tmp_path / "nothing*.png"), "--json", "--annotate", str(annotated)])
+    assert result.exit_code == 1  # two inputs failed, the others ran
+    assert "broken.jpg" in result.output and "nothing*.png: no such file" in result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    by_name = {p["source"].split("/")[-1]: p["faces"] for p in payload["photos"]}
+    assert len(by_name["astronaut.webp"]) == 1 and len(by_name["gray.bmp"]) == 1
+    assert by_name["sky.png"] == []
+    assert sorted(p.name for p in annotated.iterdir()) == [
+        "astronaut_annotated.png", "gray_annotated.png", "sky_annotated.png"]
+    table = runner.invoke(app, ["predict", str(model_dir), str(photos / "sky.png")])
+    assert table.exit_code == 0 and "no face found" in table.output
+    as_csv = runner.invoke(app, ["predict", str(model_dir), str(photos / "astronaut.webp"), "--csv"])
+    rows = list(csv.DictReader(as_csv.output.splitlines()))
+    assert len(rows) == 1 and rows[0]["emotion"] in rows[0] and float(rows[0]["happy"]) >= 0
+
+
+def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path):
+    import cv2
+
+    frame = cv2.cvtColor(np.asarray(Image.open(SAMPLE_PHOTO).resize((256, 256))), cv2.COLOR_RGB2BGR)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 256))
+    for i in range(10):
+        writer.write(np.roll(frame, i, axis=1))
+    writer.release()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(model_dir), str(video), "--every", "3",
+                                 "--video-dir", str(out), "--annotate", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "clip_faces.csv").open()))
+    assert [int(r["frame"]) for r in rows] == [0, 3, 6, 9]
+    capture = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
+    assert "4 of 10 frames, 4 faces" in result.output
+
+
+def test_onnx_matches_pytorch_within_1e4(model_dir, tmp_path):
+    loaded = load_checkpoint(model_dir)
+    path = export_onnx(loaded, tmp_path / "model.onnx")
+    torch_rec = EmotionRecognizer(model_dir, detect=False, device="cpu", precision="fp32")
+    onnx_rec = EmotionRecognizer(path, detect=False)
+    x, _ = make_faces(37, seed=3)  # not a multiple of anything: the batch axis is dynamic
+    a = torch_rec.classifier.predict_proba(x)
+    b = onnx_rec.classifier.predict_proba(x)
+    assert a.shape == b.shape == (37, 7)
+    assert np.abs(a - b).max() < 1e-4
+    assert onnx_rec.classifier.tta == "flip" and onnx_rec.class_names == loaded.class_names
+    cli = runner.invoke(app, ["predict", str(path), str(SAMPLE_PHOTO), "--json"])
+    assert cli.exit_code == 0 and json.loads(cli.output)["photos"][0]["faces"]
+
+
+def test_export_cli(model_dir, tmp_path):
+    result = runner.invoke(app, ["export", str(model_dir), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0 and (tmp_path / "m.onnx").exists()

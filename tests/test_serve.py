@@ -1,0 +1,131 @@
+"""`ferlab serve`: API cases through TestClient, and the page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+from conftest import TINY_MODEL, make_data
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ferlab.config import load_config
+from ferlab.recognizer import SAMPLE_PHOTO
+from ferlab.serve import create_app
+from ferlab.train import train
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(load_config(None, [*TINY_MODEL, "train.epochs=1"]), run, data=make_data(), log=lambda _: None)
+    return run
+
+
+@pytest.fixture(scope="module")
+def client(model_dir):
+    return TestClient(create_app(model_dir, max_upload_mb=0.5))
+
+
+def png(size=(120, 90), colour=(90, 120, 200)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_health(client):
+    body = client.get("/api/health").json()
+    assert body["status"] == "ok" and body["classes"][3] == "happy"
+
+
+def test_predict_face_photo(client):
+    files = {"file": ("astronaut.jpg", SAMPLE_PHOTO.read_bytes(), "image/jpeg")}
+    response = client.post("/api/predict", files=files)
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["faces"]) == 1 and (body["width"], body["height"]) == (512, 512)
+    face = body["faces"][0]
+    assert len(face["box"]) == 4 and face["emotion"] in face["probabilities"]
+    assert "model" in body
+
+
+def test_no_face_is_an_empty_list(client):
+    response = client.post("/api/predict", files={"file": ("sky.png", png(), "image/png")})
+    assert response.status_code == 200 and response.json()["faces"] == []
+
+
+def test_not_an_image_type_is_415(client):
+    response = client.post("/api/predict", files={"file": ("notes.txt", b"hello", "text/plain")})
+    assert response.status_code == 415 and "expected an image" in response.json()["detail"]
+
+
+def test_undecodable_image_is_400(client):
+    response = client.post("/api/predict", files={"file": ("broken.jpg", b"\xff\xd8 nope", "image/jpeg")})
+    assert response.status_code == 400 and "cannot decode broken.jpg" in response.json()["detail"]
+
+
+def test_too_large_is_413(client):
+    import numpy as np
+
+    big = png(size=(1400, 1400), colour=(10, 10, 10))  # large picture, small file: accepted
+    noise = np.random.default_rng(0).integers(0, 255, (600, 600, 3), dtype=np.uint8)
+    noisy = io.BytesIO()
+    Image.fromarray(noise).save(noisy, "PNG")
+    assert len(noisy.getvalue()) > 0.5 * 1024 * 1024
+    response = client.post("/api/predict", files={"file": ("big.png", noisy.getvalue(), "image/png")})
+    assert response.status_code == 413
+    assert client.post("/api/predict", files={"file": ("ok.png", big, "image/png")}).status_code == 200
+
+
+def test_page_and_docs(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "Choose a photo" in page.text and "/api/predict" in page.text
+    assert client.get("/docs").status_code == 200
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_page_in_headless_chromium(model_dir, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model_dir), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.05)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 390, "height": 844})  # phone-sized
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.set_input_files("#file", str(SAMPLE_PHOTO))
+            page.wait_for_selector(".face .emotion", timeout=30_000)
+            label = page.inner_text(".face .emotion")
+            assert label.startswith("Face 1: ")
+            assert label.split(": ")[1] in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+            assert "1 face(s) found" in page.inner_text("#status")
+            assert page.eval_on_selector("#canvas", "c => c.width") == 512
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

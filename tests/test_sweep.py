@@ -1,0 +1,218 @@
+"""Studies on synthetic data: one-at-a-time, grid, TPE, the seed-study preset, resume and workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import TINY_MODEL, make_data
+from typer.testing import CliRunner
+
+from ferlab.cli import app
+from ferlab.config import load_config
+from ferlab.data import save_cache
+from ferlab.sweep import SweepError, SweepSpec, build_stages, parse_param, run_sweep
+
+runner = CliRunner()
+QUICK = [*TINY_MODEL, "train.epochs=2"]
+
+
+@pytest.fixture
+def cache(tmp_path) -> Path:
+    path = tmp_path / "data.npz"
+    save_cache(make_data(n_train=140, n_val=70), path)
+    return path
+
+
+def completed(storage_url: str) -> dict[str, list[str]]:
+    out = {}
+    for summary in optuna.get_all_study_summaries(storage_url):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage_url)
+        out[summary.study_name] = [t.user_attrs["label"] for t in study.get_trials()
+                                   if t.state.name == "COMPLETE"]
+    return out
+
+
+def test_parse_param():
+    assert parse_param("model.kernel_size=2,3,4") == ("model.kernel_size", [2, 3, 4])
+    assert parse_param("model.filters_in_each_block=[[8,16],[16,32]]")[1] == [[8, 16], [16, 32]]
+    assert parse_param("train.lr=1e-4:1e-2:log") == ("train.lr", (1e-4, 1e-2, True))
+    assert parse_param("model.layer_num=1:3") == ("model.layer_num", (1, 3, False))
+    with pytest.raises(SweepError, match="SECTION.KEY=VALUES"):
+        parse_param("kernel=3")
+    with pytest.raises(SweepError, match="ranges need --sampler tpe"):
+        build_stages(["train.lr=1e-4:1e-2"], "oat", 5)
+
+
+def test_one_at_a_time_with_seeds_writes_every_result(cache, tmp_path):
+    study = tmp_path / "study"
+    result = runner.invoke(app, [
+        "sweep", "--data", str(cache), "--study", str(study), "--seeds", "2",
+        "--param", "model.kernel_size=2,3", "--param", "model.dropout_rate=0.0,0.3", *QUICK])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((study / "results.csv").open()))
+    assert sorted(r["point"] for r in rows) == ["dropout_rate=0.0", "dropout_rate=0.3",
+                                                 "kernel_size=2", "kernel_size=3"]
+    assert all(r["state"] == "complete" and r["seeds"] == "2" for r in rows)
+    accs = [float(r["mean_val_accuracy"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)
+    assert float(rows[0]["std_val_accuracy"]) >= 0
+    assert len(list((study / "trials").glob("*/*-seed*"))) == 8  # a run folder per point and seed
+    for stage in ("kernel_size", "dropout_rate"):
+        assert (study / f"curves_{stage}.png").stat().st_size > 20_000
+    report = (study / "report.html").read_text()
+    assert "kernel_size=3" in report and report.count("data:image/png;base64") == 2
+    chosen = json.loads((study / "results.json").read_text())["chosen"]
+    assert chosen.keys() == {"kernel_size", "dropout_rate"}
+
+
+def test_rerun_skips_completed_trials(cache, tmp_path):
+    base = load_config(None, [f"data.source={cache}", *QUICK])
+    spec = SweepSpec(base, build_stages(["model.kernel_size=2,3"], "grid", 0), tmp_path / "s")
+    run_sweep(spec, log=lambda _: None)
+    first = completed(spec.storage_url)
+    logs: list[str] = []
+    run_sweep(spec, log=logs.append)
+    assert completed(spec.storage_url) == first
+    assert not [line for line in logs if line.startswith("[grid] trial")]  # nothing ran again
+
+
+def test_invalid_points_fail_clearly_and_the_study_goes_on(cache, tmp_path):
+    base = load_config(None, [f"data.source={cache}", *QUICK, "model.block_num=2"])
+    spec = SweepSpec(base, build_stages(["model.pool_size=2,32"], "oat", 0), tmp_path / "s")
+    summary = run_sweep(spec, log=lambda _: None)
+    states = {r["point"]: (r["state"], r["error"]) for r in summary["trials"]}
+    assert states["pool_size=2"][0] == "complete"
+    assert states["pool_size=32"][0] == "fail" and "below 1x1" in states["pool_size=32"][1]
+
+
+def test_tpe_search_with_pruning(cache, tmp_path):
+    base = load_config(None, [f"data.source={cache}", *TINY_MODEL, "train.epochs=3"])
+    stages = build_stages(["train.lr=1e-4:1e-2:log", "model.layer_num=1,2"], "tpe", 4)
+    spec = SweepSpec(base, stages, tmp_path / "s", prune=True)
+    summary = run_sweep(spec, log=lambda _: None)
+    assert len(summary["trials"]) == 4
+    assert {r["state"] for r in summary["trials"]} <= {"complete", "pruned"}
+
+
+def test_seed_study_preset_carries_choices_forward(tmp_path):
+    cache = tmp_path / "data.npz"
+    save_cache(make_data(n_train=70, n_val=35), cache)
+    study = tmp_path / "seed-study"
+    result = runner.invoke(app, ["sweep", "--data", str(cache), "--preset", "seed-study", "--study",
+                                 str(study), "--epochs", "1", "train.precision=fp32"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((study / "results.json").read_text())
+    assert list(summary["chosen"]) == ["block_num", "layer_num", "filters_in_each_block",
+                                       "kernel_size", "pool_size", "dropout_rate", "batch_size"]
+    assert summary["seed_report_choices"]["block_num"] == 4
+    assert "the seed report chose" in result.output
+    # later stages start from earlier choices: the filter sets are cut to the chosen block count
+    blocks = int(summary["chosen"]["block_num"].split("=")[1])
+    layer_runs = sorted((study / "trials" / "2-filters_in_each_block").glob("*-seed0"))
+    cfg = load_config(layer_runs[0] / "config.yaml")
+    assert len(cfg.model.args["filters_in_each_block"]) == blocks
+    pool_rows = [r for r in summary["trials"] if r["stage"] == "pool_size"]
+    assert len(pool_rows) == 3  # invalid pools (if any) are recorded as failed, not lost
+
+
+def sweep_cmd(cache: Path, study: Path, storage: str | None = None, *extra: str) -> list[str]:
+    cmd = [sys.executable, "-m", "ferlab", "sweep", "--data", str(cache), "--study", str(study),
+           "--param", "model.kernel_size=2,3,4", "--sampler", "grid", *TINY_MODEL, *extra]
+    return cmd + (["--storage", storage] if storage else [])
+
+
+def kill_mid_trial_then_finish(cache: Path, study: Path, storage: str | None) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = sweep_cmd(cache, study, storage, "train.epochs=40")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((study / "trials").glob("*/*/last.pt")):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    finish = subprocess.run(sweep_cmd(cache, study, storage, "train.epochs=2"), env=env,
+                            capture_output=True, text=True, timeout=600)
+    return finish.stdout + finish.stderr, finish.returncode
+
+
+def test_killed_study_resumes(cache, tmp_path):
+    study = tmp_path / "s"
+    output, code = kill_mid_trial_then_finish(cache, study, None)
+    assert code == 0, output
+    url = f"sqlite:///{study / 'study.db'}"
+    (labels,) = completed(url).values()
+    assert sorted(labels) == ["kernel_size=2", "kernel_size=3", "kernel_size=4"]
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on loopback (Debian's postgresql package)."""
+    import glob
+    import shutil
+    import socket
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does)")
+    pytest.importorskip("psycopg2", reason="psycopg2 not installed (pip install psycopg2-binary)")
+    import tempfile
+
+    bindir = Path(bins[-1]).parent
+    # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
+    root = Path(tempfile.mkdtemp(prefix="ferlab-pg-"))
+    datadir = root / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(datadir), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(root / "log"), "-w",
+                    "-o", f"-p {port} -k {root} -h 127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                        "-U", "postgres", "ferlab"], check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/ferlab"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgres_study(cache, tmp_path, postgres):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = sweep_cmd(cache, tmp_path / "s", postgres, "train.epochs=2", "--param", "model.layer_num=1,2")
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]  # two independent workers, as if on two machines
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    (labels,) = completed(postgres).values()
+    assert len(labels) == 6 and len(set(labels)) == 6  # every grid point exactly once
+    ran = [line for out in outputs for line in out.splitlines() if line.startswith("[grid] trial")]
+    assert len(ran) == 6
+
+
+def test_killed_worker_on_postgres_resumes(cache, tmp_path, postgres):
+    output, code = kill_mid_trial_then_finish(cache, tmp_path / "s", postgres)
+    assert code == 0, output
+    (labels,) = completed(postgres).values()
+    assert sorted(labels) == ["kernel_size=2", "kernel_size=3", "kernel_size=4"]
