@@ -125,13 +125,16 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     )
 
 
-def slim_checkpoint(path: str | Path, out: str | Path) -> Path:
+def slim_checkpoint(path: str | Path, out: str | Path, tta: str | None = None) -> Path:
     """Copy a checkpoint without optimizer, scheduler and history: what a shipped model needs.
 
-    Weights are stored as fp32; the run's config, metrics and epoch stay for provenance.
+    The run's config, metrics and epoch stay for provenance; `tta` sets the test-time
+    augmentation that prediction and evaluation use by default.
     """
     ckpt = read_checkpoint(path)
     slim = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "history")}
     slim["source"] = str(resolve_checkpoint(path))
+    if tta is not None:
+        slim["tta"] = tta
     save_checkpoint(slim, out)
     return Path(out)

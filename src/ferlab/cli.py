@@ -278,6 +278,7 @@ def predict(
 def export(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder (default: the bundled model)")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="model.onnx, or model.pt for a slim checkpoint")] = Path("model.onnx"),
+    tta: Annotated[Optional[str], typer.Option(help="default test-time augmentation stored with the model: none | flip | tencrop")] = None,
 ) -> None:
     """Export to ONNX (dynamic batch axis; class names and preprocessing as metadata), or to a
     slim .pt checkpoint without optimizer state (how the bundled model is made)."""
@@ -291,8 +292,14 @@ def export(
         except FileNotFoundError as e:
             _fail(str(e))
     loaded = _run(load_checkpoint, checkpoint)
+    if tta is not None:
+        from .inference import TTA_MODES
+
+        if tta not in TTA_MODES:
+            _fail(f"--tta must be one of {', '.join(TTA_MODES)}")
+        loaded.meta["tta"] = tta
     if out.suffix in (".pt", ".pth"):
-        path = _run(slim_checkpoint, loaded.path, out)
+        path = _run(slim_checkpoint, loaded.path, out, tta)
     elif out.suffix == ".onnx":
         path = export_onnx(loaded, out)
     else:
