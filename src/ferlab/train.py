@@ -94,7 +94,8 @@ SCHEDULERS: dict[str, Callable[..., Any]] = {
 def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     if t.optimizer not in OPTIMIZERS:
         raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
-    return OPTIMIZERS[t.optimizer](model.parameters(), t)
+    # Frozen parameters (transfer learning) stay out of the optimizer.
+    return OPTIMIZERS[t.optimizer]([p for p in model.parameters() if p.requires_grad], t)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, t, total_steps: int):

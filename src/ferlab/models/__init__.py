@@ -8,6 +8,7 @@ explicitly below, so the registry's contents are visible right here.
 
 from . import (
     seed_cnn,  # noqa: E402,F401  (registers "seed_cnn")
+    transfer,  # noqa: E402,F401  (registers "vgg16_transfer", "resnet18_transfer")
     vgg,  # noqa: E402,F401  (registers "vgg")
 )
 from .registry import build_model, list_models, model_defaults, register_model

@@ -1,0 +1,205 @@
+"""ImageNet backbones for transfer learning: the seed's VGG16 base, and ResNet-18.
+
+The convolutional bases are plain PyTorch whose `state_dict` keys match
+torchvision's (`vgg16().features.*`, `resnet18().*` without `fc`), so the
+standard ImageNet weight files load unchanged - without importing torchvision.
+`pretrained` is a local .pth path, or a URL fetched into torch's hub cache on a
+machine that is online. The wrapper turns FER's 48x48 grayscale input into what
+ImageNet nets expect (upscaled, three channels, ImageNet normalisation) inside
+the model, so `preprocess()` stays the same for every architecture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..labels import NUM_CLASSES
+from .registry import ModelConfigError, register_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# torchvision's vgg16 "D" configuration; "M" is a 2x2 max-pool.
+VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+MODES = ("frozen", "fine-tune", "partial")
+
+
+def vgg16_features() -> nn.Sequential:
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = v
+    return nn.Sequential(*layers)
+
+
+class _Basic(nn.Module):
+    """torchvision's ResNet BasicBlock, with the same attribute names."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet18Features(nn.Module):
+    """torchvision's resnet18 up to layer4 (keys conv1, bn1, layer1..layer4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths, cin = (64, 128, 256, 512), 64
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", nn.Sequential(_Basic(cin, w, stride), _Basic(w, w, 1)))
+            cin = w
+
+    def stages(self) -> list[nn.Module]:
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def load_pretrained(base: nn.Module, source: str) -> None:
+    """Load ImageNet weights from a local file or (online) a URL; classifier keys are ignored."""
+    if source.startswith(("http://", "https://")):
+        try:
+            state = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=False)
+        except Exception as e:
+            raise ModelConfigError(
+                f"cannot download pretrained weights from {source} ({e}); on a machine without "
+                "internet, download the file elsewhere and set model.pretrained to its local path"
+            ) from e
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelConfigError(
+                f"pretrained weights {path} not found; download the torchvision ImageNet weights "
+                "(e.g. vgg16-397923af.pth) and set model.pretrained to the file's path"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    # A full torchvision state_dict has 'features.0.weight' (vgg) or 'fc.weight' (resnet).
+    if any(k.startswith("features.") for k in state):
+        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    missing, unexpected = base.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelConfigError(
+            f"pretrained weights do not fit this backbone: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+class TransferNet(nn.Module):
+    """48x48 grayscale -> upscaled 3-channel ImageNet input -> backbone -> extra convs -> head."""
+
+    def __init__(self, base: nn.Module, base_channels: int, stages: list[nn.Module], *,
+                 num_classes: int, input_size: int, extra_convs: int, dropout_rate: float,
+                 mode: str, trainable_stages: int):
+        super().__init__()
+        if mode not in MODES:
+            raise ModelConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.input_size = input_size
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.base = base
+        extra: list[nn.Module] = []
+        for _ in range(extra_convs):  # the seed's variant: trainable convs between base and head
+            extra += [nn.Conv2d(base_channels, base_channels, 3, padding=1), nn.BatchNorm2d(base_channels),
+                      nn.ReLU(inplace=True)]
+        self.extra = nn.Sequential(*extra)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout_rate),
+                                  nn.Linear(base_channels, num_classes))
+        if mode != "fine-tune":
+            base.requires_grad_(False)
+            if mode == "partial":
+                for stage in stages[len(stages) - trainable_stages:]:
+                    stage.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> TransferNet:
+        # Like Keras' trainable=False: a frozen BatchNorm also keeps its running statistics.
+        super().train(mode)
+        for m in self.base.modules():
+            if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # preprocess() gives (x/255 - 0.5) / 0.25; back to [0, 1], then ImageNet statistics.
+        x = (x * 0.25 + 0.5).clamp(0, 1)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        return self.head(self.extra(self.base(x)))
+
+
+def _vgg_stages(features: nn.Sequential) -> list[nn.Module]:
+    stages, current = [], []
+    for layer in features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append(nn.ModuleList(current))
+            current = []
+    return stages
+
+
+@register_model
+def vgg16_transfer(
+    pretrained: str | None = None,
+    mode: str = "frozen",
+    trainable_stages: int = 1,
+    extra_convs: int = 0,
+    input_size: int = 96,
+    dropout_rate: float = 0.5,
+    num_classes: int = NUM_CLASSES,
+) -> TransferNet:
+    """The seed's VGG16 base (include_top=False); mode frozen | fine-tune | partial (last N stages)."""
+    if input_size < 32:
+        raise ModelConfigError(f"vgg16_transfer needs input_size >= 32 (5 pools), got {input_size}")
+    features = vgg16_features()
+    if pretrained:
+        load_pretrained(features, pretrained)
+    return TransferNet(features, 512, _vgg_stages(features), num_classes=num_classes,
+                       input_size=input_size, extra_convs=extra_convs, dropout_rate=dropout_rate,
+                       mode=mode, trainable_stages=trainable_stages)
+
+
+@register_model
+def resnet18_transfer(
+    pretrained: str | None = None,
+    mode: str = "frozen",
+    trainable_stages: int = 1,
+    extra_convs: int = 0,
+    input_size: int = 96,
+    dropout_rate: float = 0.2,
+    num_classes: int = NUM_CLASSES,
+) -> TransferNet:
+    """ResNet-18 base (torchvision keys); mode frozen | fine-tune | partial (last N stages)."""
+    base = ResNet18Features()
+    if pretrained:
+        load_pretrained(base, pretrained)
+    return TransferNet(base, 512, base.stages(), num_classes=num_classes, input_size=input_size,
+                       extra_convs=extra_convs, dropout_rate=dropout_rate, mode=mode,
+                       trainable_stages=trainable_stages)
