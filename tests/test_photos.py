@@ -127,3 +127,13 @@ def test_onnx_matches_pytorch_within_1e4(model_dir, tmp_path):
 def test_export_cli(model_dir, tmp_path):
     result = runner.invoke(app, ["export", str(model_dir), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0 and (tmp_path / "m.onnx").exists()
+
+
+def test_bad_model_or_option_is_one_clear_line(tmp_path):
+    for args in (["demo", "--model", str(tmp_path / "nope.pt")],
+                 ["predict", str(tmp_path / "nope.pt"), str(SAMPLE_PHOTO)],
+                 ["serve", "--model", str(tmp_path / "nope.pt")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "nope.pt: no such checkpoint" in result.output, args
+    result = runner.invoke(app, ["predict", str(SAMPLE_PHOTO), "--tta", "bogus"])
+    assert result.exit_code == 2 and "tta must be one of none, flip, tencrop" in result.output

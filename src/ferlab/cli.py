@@ -221,6 +221,18 @@ def evaluate(
         typer.echo(f"saved {json_path} and {png}")
 
 
+def _recognizer(model, **kwargs):
+    """Load an EmotionRecognizer; a missing or bad model is one clear line, exit code 2."""
+    from .recognizer import EmotionRecognizer
+
+    try:
+        return EmotionRecognizer(model, **kwargs)
+    except FileNotFoundError as e:
+        _fail(f"{e}; {NO_CHECKPOINT}" if model is None else str(e))
+    except (RuntimeError, *_user_errors()) as e:
+        _fail(str(e))
+
+
 def _looks_like_model(path: str) -> bool:
     p = Path(path)
     return p.suffix in (".pt", ".pth", ".onnx") or (
@@ -242,18 +254,11 @@ def predict(
 ) -> None:
     """Faces and emotions in photos and videos (OpenCV face detection), or in face crops."""
     from .predict import expand_inputs, format_csv, format_table, predict_files
-    from .recognizer import EmotionRecognizer
-
     model = inputs[0] if inputs and _looks_like_model(inputs[0]) else None
     paths = inputs[1:] if model else inputs
     if not paths:
         _fail("no images given")
-    try:
-        recognizer = EmotionRecognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
-    except FileNotFoundError as e:
-        _fail(f"{e}; {NO_CHECKPOINT}" if model is None else str(e))
-    except (RuntimeError, *_user_errors()) as e:
-        _fail(str(e))
+    recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
     files, missing = expand_inputs(paths)
     if annotate is not None:
         annotate.mkdir(parents=True, exist_ok=True)
@@ -318,10 +323,8 @@ def serve(
     """REST API (POST /api/predict, GET /api/health, /docs) and a web page at /."""
     from .serve import serve as run_server
 
-    try:
-        run_server(model, host, port, max_upload_mb, device)
-    except FileNotFoundError as e:
-        _fail(str(e))
+    recognizer = _recognizer(model, device=device)  # fail here, before the server starts
+    run_server(host=host, port=port, max_upload_mb=max_upload_mb, recognizer=recognizer)
 
 
 @app.command()
@@ -334,12 +337,9 @@ def demo(
 
     from .faces import draw_faces
     from .files import atomic_path
-    from .recognizer import SAMPLE_PHOTO, EmotionRecognizer, as_rgb_array
+    from .recognizer import SAMPLE_PHOTO, as_rgb_array
 
-    try:
-        recognizer = EmotionRecognizer(model)
-    except FileNotFoundError as e:
-        _fail(str(e))
+    recognizer = _recognizer(model)
     rgb = as_rgb_array(SAMPLE_PHOTO)
     faces = recognizer.detect_emotions(rgb)
     typer.echo(f"{SAMPLE_PHOTO.name} (NASA, public domain): {len(faces)} face(s); model {recognizer.classifier.description}")

@@ -127,6 +127,10 @@ class EmotionRecognizer:
         margin: float = 0.1,
         tta: str | None = None,
     ):
+        from .inference import TTA_MODES
+
+        if tta is not None and tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
         self.classifier = load_classifier(model, device, precision)
         self.detect = detect
         self.detector = detector or (FaceDetector() if detect else None)

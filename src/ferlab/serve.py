@@ -87,7 +87,9 @@ def create_app(
 
 
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, device: str = "auto") -> None:
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, device: str = "auto",
+          recognizer: Any = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model, max_upload_mb=max_upload_mb, device=device), host=host, port=port)
+    app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer)
+    uvicorn.run(app, host=host, port=port)
