@@ -1,9 +1,12 @@
-"""Inference speed: face crops/s (PyTorch eager fp32 and bf16, ONNX Runtime) and photos/s end to end.
+"""Inference speed: face crops/s (PyTorch eager fp32 and bf16, ONNX Runtime fp32 and int8)
+and photos/s end to end.
 
-    python benchmarks/inference.py                 # the bundled model
-    python benchmarks/inference.py --model runs/x  # any checkpoint or run folder
+    python benchmarks/inference.py                      # the bundled models (default and fast)
+    python benchmarks/inference.py --model runs/x       # any checkpoints or run folders
 
-Everything is timed in one process, one after another, on this machine. If the
+Everything is timed in one process, one after another, on this machine. The int8
+rows quantize the model with `ferlab.export.quantize_onnx` (calibrated on the
+benchmark's crops: calibration sets the scales, not the amount of work). If the
 `fer` package (and TensorFlow) happens to be installed, its bundled model is
 timed on the same crops for comparison; it is not a dependency.
 """
@@ -19,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ferlab.checkpoint import load_checkpoint
-from ferlab.export import export_onnx
+from ferlab.checkpoint import BUNDLED_FAST
+from ferlab.export import export_onnx, quantize_onnx
 from ferlab.recognizer import (
     SAMPLE_PHOTO,
     EmotionRecognizer,
@@ -27,6 +31,8 @@ from ferlab.recognizer import (
     TorchClassifier,
     default_model_path,
 )
+
+FER_PUBLISHED = 2200  # crops/s of the fer package's Keras model on this machine type (NOTES.md)
 
 
 def rate(fn, n_items: int, min_seconds: float = 3.0) -> float:
@@ -52,47 +58,59 @@ def fer_package_rate(crops: np.ndarray) -> float | None:
     return rate(lambda: model.predict(x, batch_size=256, verbose=0), len(x))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="checkpoint or run folder (default: bundled model)")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--seconds", type=float, default=3.0)
-    args = ap.parse_args()
-
-    path = Path(args.model) if args.model else default_model_path()
+def time_model(path: Path, crops: np.ndarray, seconds: float) -> list[tuple[str, str, float]]:
     loaded = load_checkpoint(path)
-    crops = np.random.default_rng(0).integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
     rows = []
     for precision in ("fp32", "auto"):
         clf = TorchClassifier(path, device="cpu", precision=precision)
         for tta in ("none", clf.tta) if clf.tta != "none" else ("none",):
-            r = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta), len(crops), args.seconds)
+            r = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta), len(crops), seconds)
             rows.append((f"PyTorch eager {clf.runtime.precision_name}", tta, r))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx = OnnxClassifier(export_onnx(loaded, Path(tmp) / "m.onnx"))
-        for tta in ("none", onnx.tta) if onnx.tta != "none" else ("none",):
-            r = rate(lambda tta=tta: onnx.predict_proba(crops, tta), len(crops), args.seconds)
-            rows.append(("ONNX Runtime fp32", tta, r))
+        fp32 = export_onnx(loaded, Path(tmp) / "m.onnx")
+        int8 = quantize_onnx(fp32, Path(tmp) / "m-int8.onnx", crops)
+        for label, file in (("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)):
+            onnx = OnnxClassifier(file)
+            for tta in ("none", onnx.tta) if onnx.tta != "none" else ("none",):
+                r = rate(lambda onnx=onnx, tta=tta: onnx.predict_proba(crops, tta), len(crops), seconds)
+                rows.append((label, tta, r))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", help="checkpoint or run folder; repeatable "
+                    "(default: the bundled model and the bundled fast model)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+
+    paths = [Path(m) for m in args.model] if args.model else [default_model_path()] + (
+        [BUNDLED_FAST] if BUNDLED_FAST.exists() else [])
+    crops = np.random.default_rng(0).integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
+    results = [(path, time_model(path, crops, args.seconds)) for path in paths]
     fer_rate = fer_package_rate(crops)
 
-    rec = EmotionRecognizer(path, device="cpu")
+    rec = EmotionRecognizer(paths[0], device="cpu")
     photo = np.asarray(Image.open(SAMPLE_PHOTO).convert("RGB"))
     photos = rate(lambda: rec.detect_emotions(photo), 1, args.seconds)
 
     import torch
 
-    print(f"model {loaded.description}; batch {args.batch}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'face crops, batch classification':<34}{'TTA':<8}{'crops/s':>10}")
-    for name, tta, r in rows:
-        print(f"{name:<34}{tta:<8}{r:>10.0f}")
+    print(f"batch {args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    reference = fer_rate or FER_PUBLISHED
+    print(f"{'model':<28}{'face crops, batch classification':<30}{'TTA':<9}{'crops/s':>9}"
+          f"{'vs fer':>8}")
+    for path, rows in results:
+        for name, tta, r in rows:
+            print(f"{path.name[:27]:<28}{name:<30}{tta:<9}{r:>9.0f}{r / reference:>7.2f}x")
     if fer_rate is not None:
-        print(f"{'fer package (Keras)':<34}{'none':<8}{fer_rate:>10.0f}")
-        best = max(r for *_, r in rows)
-        print(f"best ferlab / fer: {best / fer_rate:.2f}x")
+        print(f"{'fer package (Keras)':<58}{'none':<9}{fer_rate:>9.0f}")
     else:
-        print("fer package not installed: not compared (its published figure here: ~2,200 crops/s)")
-    print(f"end to end (detect + classify), {photo.shape[1]}x{photo.shape[0]} photo: {photos:.1f} photos/s")
+        print(f"fer package not installed: 'vs fer' uses its published figure here, "
+              f"~{FER_PUBLISHED:,} crops/s (NOTES.md)")
+    print(f"end to end (detect + classify, {paths[0].name}), {photo.shape[1]}x{photo.shape[0]} photo: "
+          f"{photos:.1f} photos/s")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 from conftest import real_zip_or_skip
 from typer.testing import CliRunner
 
+from ferlab.checkpoint import BUNDLED_FAST, BUNDLED_FAST_INT8
 from ferlab.cli import app
 from ferlab.recognizer import BUNDLED_MODEL, SAMPLE_PHOTO, EmotionRecognizer
 
@@ -36,11 +37,24 @@ def test_predict_without_checkpoint_uses_bundled_model():
     assert json.loads(result.output)["photos"][0]["faces"][0]["emotion"] == "happy"
 
 
-def test_bundled_model_beats_fer_package_on_publictest(tmp_path):
+def test_fast_models_by_name():
+    assert BUNDLED_FAST.stat().st_size <= 10 * 1024 * 1024
+    assert BUNDLED_FAST_INT8.stat().st_size <= 10 * 1024 * 1024
+    for name in ("fast", "fast-int8"):
+        faces = EmotionRecognizer(name).detect_emotions(SAMPLE_PHOTO)
+        assert len(faces) == 1 and faces[0]["emotion"] == "happy", name
+    assert "int8" in EmotionRecognizer("fast-int8").classifier.description
+    result = runner.invoke(app, ["predict", "fast-int8", str(SAMPLE_PHOTO), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["photos"][0]["faces"][0]["emotion"] == "happy"
+
+
+@pytest.mark.parametrize("model, margin", [(None, 0.01), ("fast", 0.0), ("fast-int8", 0.0)])
+def test_bundled_models_beat_fer_package_on_publictest(tmp_path, model, margin):
     data = real_zip_or_skip()
-    result = runner.invoke(app, ["evaluate", "--data", str(data), "--split", "PublicTest", "--json",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(app, ["evaluate", *([model] if model else []), "--data", str(data),
+                                 "--split", "PublicTest", "--json", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["n"] == 3589
-    assert report["accuracy"] > FER_PACKAGE_PUBLICTEST + 0.01, report["accuracy"]
+    assert report["accuracy"] > FER_PACKAGE_PUBLICTEST + margin, report["accuracy"]

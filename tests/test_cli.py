@@ -87,8 +87,11 @@ def test_train_errors_are_clear(tmp_path):
     only_train = tmp_path / "train_only.csv"
     kept = [line for line in csv.read_text().splitlines() if "PublicTest" not in line]
     only_train.write_text("\n".join(kept))
-    missing = invoke("train", "--data", only_train, "--out", tmp_path / "r2", *TINY_MODEL)
+    missing = invoke("train", "--data", only_train, "--out", tmp_path / "r2", *TINY_MODEL,
+                     "data.val_split=PublicTest")
     assert missing.exit_code == 2 and "splits present: Training" in missing.output
+    held = invoke("train", "--data", only_train, "--out", tmp_path / "r3", "--epochs", "1", *TINY_MODEL)
+    assert held.exit_code == 0 and "no validation split in the data: holding out" in held.output
     resume = invoke("train", "--data", csv, "--resume")
     assert resume.exit_code == 2 and "--out" in resume.output
 

@@ -163,7 +163,7 @@ def test_unknown_emotion_folder_is_refused(tmp_path):
     build_folder(tmp_path / "fer")
     (tmp_path / "fer" / "train" / "contempt").mkdir()
     Image.new("L", (48, 48)).save(tmp_path / "fer" / "train" / "contempt" / "Training_99.png")
-    with pytest.raises(DataError, match=r"train/contempt/Training_99.png: unknown emotion folder 'contempt'"):
+    with pytest.raises(DataError, match=r"train/contempt/Training_99.png: unknown class folder 'contempt'"):
         load_dataset(tmp_path / "fer")
 
 

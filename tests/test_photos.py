@@ -137,3 +137,27 @@ def test_bad_model_or_option_is_one_clear_line(tmp_path):
         assert result.exit_code == 2 and "nope.pt: no such checkpoint" in result.output, args
     result = runner.invoke(app, ["predict", str(SAMPLE_PHOTO), "--tta", "bogus"])
     assert result.exit_code == 2 and "tta must be one of none, flip, tencrop" in result.output
+
+
+def test_int8_export_keeps_predictions_and_labels(model_dir, tmp_path):
+    cache = tmp_path / "calib.npz"
+    from ferlab.data import save_cache
+
+    save_cache(make_data(), cache)
+    result = runner.invoke(app, ["export", str(model_dir), "-o", str(tmp_path / "q.onnx"), "--int8",
+                                 "--calibration-data", str(cache), "--calibration-images", "100"])
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 100 faces" in result.output
+    fp32 = EmotionRecognizer(model_dir, detect=False, device="cpu", precision="fp32").classifier
+    q = EmotionRecognizer(tmp_path / "q.onnx", detect=False).classifier
+    assert "int8" in q.description and q.class_names == fp32.class_names and q.tta == "flip"
+    x, _ = make_faces(64, seed=5)
+    a, b = fp32.predict_proba(x), q.predict_proba(x)
+    assert np.abs(a - b).max() < 0.1  # quantization error, not a different model
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    ev = runner.invoke(app, ["evaluate", str(tmp_path / "q.onnx"), "--data", str(cache), "--json",
+                             "--split", "PublicTest"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.output.strip().splitlines()[-1])["n"] == 140
+    missing = runner.invoke(app, ["export", str(model_dir), "-o", str(tmp_path / "x.onnx"), "--int8"])
+    assert missing.exit_code == 2 and "needs --calibration-data" in missing.output

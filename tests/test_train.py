@@ -140,3 +140,14 @@ def test_precision_auto_on_cpu_matches_cpu_capability():
     rt = Runtime.create("cpu", "auto")
     assert rt.precision_name == ("bf16" if cpu_has_bf16() else "fp32")
     assert Runtime.create("cpu", "fp32").amp_dtype is None
+
+
+def test_late_tta_validates_the_last_epochs_differently(tmp_path):
+    from ferlab.checkpoint import read_checkpoint
+
+    cfg = load_config(None, [*TINY_MODEL, "train.epochs=3", "train.late_tta=flip",
+                             "train.late_tta_epochs=1"])
+    history = train(cfg, tmp_path / "run", data=make_data(), log=lambda s: None)
+    assert [h["val_tta"] for h in history] == ["none", "none", "flip"]
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["tta"] == "flip"
+    assert "val_tta" in (tmp_path / "run" / "history.csv").read_text().splitlines()[0]

@@ -19,6 +19,13 @@ from .files import atomic_path
 from .models import build_model
 from .preprocess import Preprocessing
 
+WEIGHTS = Path(__file__).parent / "weights"
+BUNDLED_MODEL = WEIGHTS / "ferlab-fer2013.pt"
+# The fast model: a small student distilled from the bundled one, and its int8 ONNX export.
+BUNDLED_FAST = WEIGHTS / "ferlab-fer2013-fast.pt"
+BUNDLED_FAST_INT8 = WEIGHTS / "ferlab-fer2013-fast-int8.onnx"
+# Names that stand for the shipped models wherever a checkpoint path is accepted.
+BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "fast": BUNDLED_FAST, "fast-int8": BUNDLED_FAST_INT8}
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
 
@@ -80,9 +87,28 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
         torch.save(ckpt, tmp)
 
 
+def default_model_path() -> Path:
+    if not BUNDLED_MODEL.exists():
+        raise FileNotFoundError(
+            f"no bundled model in this install ({BUNDLED_MODEL}); pass a checkpoint or run folder"
+        )
+    return BUNDLED_MODEL
+
+
+def bundled_path(name: str | Path) -> Path | None:
+    """The file behind a shipped model's name (bundled, fast, fast-int8), unless a real
+    file or folder of that name exists; None for anything else."""
+    if str(name) not in BUNDLED_NAMES or Path(name).exists():
+        return None
+    path = BUNDLED_NAMES[str(name)]
+    if not path.exists():
+        raise CheckpointError(f"no {name!s} model in this install ({path})")
+    return path
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (its best.pt, else last.pt)."""
-    path = Path(path)
+    """A checkpoint file, a run folder (its best.pt, else last.pt), or a shipped model's name."""
+    path = bundled_path(path) or Path(path)
     if path.is_dir():
         for name in ("best.pt", "last.pt", "model.pt"):
             if (path / name).exists():
@@ -112,7 +138,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     file = resolve_checkpoint(path)
     ckpt = read_checkpoint(file)
-    model = build_model(ckpt["model"]["name"], **ckpt["model"]["args"])
+    # The weights come from the checkpoint: an ImageNet file named at training time
+    # (`pretrained`) is neither needed nor necessarily present here.
+    args = {k: v for k, v in ckpt["model"]["args"].items() if k != "pretrained"}
+    model = build_model(ckpt["model"]["name"], **args)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer", "scheduler")}

@@ -64,14 +64,15 @@ def prepare(
     out: Annotated[Path, typer.Option("-o", "--out", help="cache file to write (.npz)")],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images instead of stopping")] = False,
     split_name: Annotated[str, typer.Option(help="split name for sources without one (CSV with no Usage column)")] = "Training",
+    classes: Annotated[str, typer.Option("--classes", help="image folders: fer2013 | folders (your own classes) | NAME,NAME,...")] = "fer2013",
 ) -> None:
-    """Read a FER2013 source once and write a compact cache that every command accepts."""
+    """Read a FER2013 source (or your own class folders) once and write a compact cache."""
     from .data import load_dataset, save_cache
 
     if out.suffix != ".npz":
         _fail(f"{out}: the cache must be a .npz file")
     data, report = _run(load_dataset, source, skip_bad=skip_bad, split_name=split_name,
-                        progress=sys.stderr.isatty())
+                        progress=sys.stderr.isatty(), classes=classes)
     save_cache(data, out)
     for line in report.lines():
         typer.echo(line)
@@ -99,16 +100,27 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="train on a stratified random subset of N images")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed (train.seed)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last epoch")] = False,
+    init: Annotated[Optional[str], typer.Option("--init", help="start from this checkpoint or run folder ('bundled': the shipped model); default config: finetune")] = None,
+    finetune: Annotated[Optional[str], typer.Option("--finetune", help="with --init: all | head | N (classifier + last N stages)")] = None,
+    classes: Annotated[Optional[str], typer.Option("--classes", help="image folders: fer2013 (default) | folders (your own classes) | NAME,NAME,...")] = None,
 ) -> None:
-    """Train a model; writes config, history, curves and checkpoints to a run folder."""
+    """Train a model; writes config, history, curves and checkpoints to a run folder.
+
+    Your own faces: `ferlab train --init bundled --data my_faces/ --classes folders`
+    fine-tunes the shipped model on class folders (my_faces/<class>/*.jpg, or
+    train/ and val/ folders of those); the class names travel in the checkpoint.
+    """
     from .config import load_config
     from .train import train as run_training
 
     flags = [f"data.source={data}"]
     for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size),
-                       ("data.limit", limit), ("train.seed", seed)):
+                       ("data.limit", limit), ("train.seed", seed), ("train.init", init),
+                       ("train.finetune", finetune), ("data.classes", classes)):
         if value is not None:
             flags.append(f"{key}={value}")
+    if config is None and init is not None:
+        config = "finetune"
     cfg = _run(load_config, config, [*(overrides or []), *flags])
     if resume and out is None:
         _fail("--resume needs the run folder to continue: pass --out RUN_DIR")
@@ -182,11 +194,11 @@ def sweep(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or bundled / fast / fast-int8")] = None,
     data: Annotated[str, typer.Option("--data", help="a cache or any raw source")] = "",
     split: Annotated[str, typer.Option(help="split to score (auto: PrivateTest, else PublicTest, else test)")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="folder for the report files (default: the checkpoint's)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="folder for the report files (default: the checkpoint's; for a shipped model the current folder)")] = None,
     tta: Annotated[Optional[str], typer.Option(help="test-time augmentation: none | flip | tencrop (default: as trained)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
@@ -209,10 +221,21 @@ def evaluate(
     if not data:
         _fail("--data is required: the cache or source holding the split to score")
     runtime = _run(Runtime.create, device, precision)
-    loaded = _run(load_checkpoint, checkpoint, runtime.device)
-    dataset, _ = _run(load_dataset, data, skip_bad=skip_bad)
+    from .checkpoint import WEIGHTS, bundled_path
+
+    checkpoint = _run(bundled_path, checkpoint) or checkpoint
+    if Path(checkpoint).suffix == ".onnx":  # e.g. an int8 export: score what will be deployed
+        from .recognizer import OnnxClassifier
+
+        loaded = _run(OnnxClassifier, checkpoint)
+    else:
+        loaded = _run(load_checkpoint, checkpoint, runtime.device)
+    # An image folder is read with the model's own class names (fer2013 or yours).
+    dataset, _ = _run(load_dataset, data, skip_bad=skip_bad, classes=loaded.class_names)
     result = _run(run_eval, loaded, dataset, split, runtime=runtime, tta=tta)
-    json_path, png = write_report(result, out or loaded.path.parent)
+    if out is None:  # never write into the installed package
+        out = Path(".") if loaded.path.resolve().parent == WEIGHTS.resolve() else loaded.path.parent
+    json_path, png = write_report(result, out)
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -234,14 +257,18 @@ def _recognizer(model, **kwargs):
 
 
 def _looks_like_model(path: str) -> bool:
+    from .checkpoint import BUNDLED_NAMES
+
     p = Path(path)
+    if path in BUNDLED_NAMES and not p.exists():  # a shipped model's name: bundled, fast, fast-int8
+        return True
     return p.suffix in (".pt", ".pth", ".onnx") or (
         p.is_dir() and any((p / n).exists() for n in ("best.pt", "last.pt")))
 
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx] then photos, folders, globs or videos")],
+    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx|bundled|fast|fast-int8] then photos, folders, globs or videos")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, one row per face")] = False,
     no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
@@ -284,13 +311,22 @@ def export(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder (default: the bundled model)")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="model.onnx, or model.pt for a slim checkpoint")] = Path("model.onnx"),
     tta: Annotated[Optional[str], typer.Option(help="default test-time augmentation stored with the model: none | flip | tencrop")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="quantize the ONNX model to int8 (needs --calibration-data)")] = False,
+    calibration_data: Annotated[Optional[str], typer.Option(help="--int8: faces to calibrate on (a cache or any source; its training split)")] = None,
+    calibration_images: Annotated[int, typer.Option(help="--int8: how many faces (stratified random subset)")] = 1000,
 ) -> None:
     """Export to ONNX (dynamic batch axis; class names and preprocessing as metadata), or to a
-    slim .pt checkpoint without optimizer state (how the bundled model is made)."""
+    slim .pt checkpoint without optimizer state (how the bundled model is made).
+
+    `--int8 --calibration-data fer.npz` writes an int8 ONNX model (2-3x faster on CPUs
+    with VNNI); score it with `ferlab evaluate model-int8.onnx --data fer.npz`.
+    """
     from .checkpoint import load_checkpoint, slim_checkpoint
     from .export import export_onnx
     from .recognizer import default_model_path
 
+    if int8 and (out.suffix != ".onnx" or not calibration_data):
+        _fail("--int8 writes a .onnx file and needs --calibration-data (a cache or source of faces)")
     if checkpoint is None:
         try:
             checkpoint = default_model_path()
@@ -305,6 +341,8 @@ def export(
         loaded.meta["tta"] = tta
     if out.suffix in (".pt", ".pth"):
         path = _run(slim_checkpoint, loaded.path, out, tta)
+    elif out.suffix == ".onnx" and int8:
+        path = _export_int8(loaded, out, calibration_data, calibration_images)
     elif out.suffix == ".onnx":
         path = export_onnx(loaded, out)
     else:
@@ -312,9 +350,25 @@ def export(
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {loaded.description}")
 
 
+def _export_int8(loaded, out: Path, source: str, n: int) -> Path:
+    import tempfile
+
+    from .data import load_dataset, stratified_subset
+    from .export import export_onnx, quantize_onnx
+
+    data, _ = _run(load_dataset, source, classes=loaded.class_names)
+    part = data.split("Training") if "Training" in data.split_names else data
+    faces = part.images[_run(stratified_subset, part.labels, n, 0)]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(loaded, Path(tmp) / "fp32.onnx")
+        path = _run(quantize_onnx, fp32, out, faces)
+    typer.echo(f"calibrated on {len(faces)} faces from {source}")
+    return path
+
+
 @app.command()
 def serve(
-    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder or .onnx (default: bundled)")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
@@ -330,7 +384,7 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="annotated copy of the photo")] = Path("demo_annotated.jpg"),
-    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder or .onnx (default: bundled)")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8")] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
     from PIL import Image

@@ -34,6 +34,8 @@ class DataConfig:
     val_split: str = "auto"  # auto: PublicTest, else test / val / valid
     limit: int | None = None  # stratified random subset of the training split (fixed by seed)
     skip_bad: bool = False
+    classes: str = "fer2013"  # image folders: fer2013 | folders (your own) | "name1,name2,..."
+    holdout: float = 0.15  # share of the training split held out when there is no validation split
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,17 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (CUDA; slow to start on CPU)
     tta: str = "none"  # test-time augmentation for validation: none | flip | tencrop
+    # The last N epochs validate with `late_tta` instead (ten-crop costs ~10x a plain pass,
+    # so spend it only where a one-cycle run's best epochs are).
+    late_tta: str = "none"
+    late_tta_epochs: int = 0
     eval_batch_size: int = 1024
     budget_minutes: float | None = None  # fit the epoch count to this wall-clock budget
+    teacher: str | None = None  # distil from this checkpoint ("bundled": the shipped model)
+    distill_weight: float = 0.9  # share of the loss on the teacher's soft targets
+    distill_temperature: float = 4.0
+    init: str | None = None  # start from this checkpoint ("bundled": the shipped model)
+    finetune: str = "all"  # with init: all | head (only the classifier) | N (head + last N stages)
 
 
 @dataclass(frozen=True)
@@ -218,6 +229,10 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 def replace(cfg: Config, section: str, **changes: Any) -> Config:
     return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **changes)})
+
+
+def replace_model(cfg: Config, model: ModelConfig) -> Config:
+    return dataclasses.replace(cfg, model=model)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

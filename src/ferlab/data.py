@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,30 +127,64 @@ def select_split(data: FerData, wanted: str, fallbacks: tuple[str, ...], purpose
 # --------------------------------------------------------------------------- entry point
 
 
+def parse_classes(classes: str | Sequence[str]) -> str | tuple[str, ...]:
+    """`data.classes` / `--classes`: "fer2013", "folders", or names ("pos,neg,neutral")."""
+    if not isinstance(classes, str):
+        names = tuple(str(c) for c in classes)
+    elif classes.strip().lower() in ("fer2013", "folders"):
+        return classes.strip().lower()
+    else:
+        names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    if names == EMOTIONS:
+        return "fer2013"
+    if len(names) < 2 or len({n.lower() for n in names}) != len(names):
+        raise DataError(
+            f"classes {classes!r}: give fer2013, folders, or at least two distinct names "
+            "separated by commas"
+        )
+    return names
+
+
 def load_dataset(
     source: str | Path,
     *,
     skip_bad: bool = False,
     split_name: str = "Training",
     progress: bool = False,
+    classes: str | Sequence[str] = "fer2013",
 ) -> tuple[FerData, LoadReport]:
     """Read any supported source. `split_name` names the split of sources without one
-    (a CSV with no Usage column, an image folder of bare emotion folders)."""
+    (a CSV with no Usage column, an image folder of bare emotion folders).
+
+    `classes` says what an image folder's class folders mean: "fer2013" (the seven
+    emotions in FER2013's id order, folder names matched through their aliases),
+    "folders" (your own classes: one per folder name, in sorted order), or the class
+    names in the order you want their ids.
+    """
     path = Path(source)
     report = LoadReport(str(path))
+    classes = parse_classes(classes)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    is_zip = path.is_file() and (path.suffix.lower() == ".zip" or zipfile.is_zipfile(path))
+    own = classes != "fer2013"
+    if own and path.suffix.lower() != ".npz" and not (path.is_dir() or is_zip):
+        raise DataError(f"{path}: your own class names need an image folder or .zip "
+                        f"(class folders holding images); this source only has FER2013 ids")
     if path.is_dir():
-        if any((path / f"x_{s}.npy").exists() for s in ARRAY_SPLITS):
+        if not own and any((path / f"x_{s}.npy").exists() for s in ARRAY_SPLITS):
             data = _read_arrays(path, report, skip_bad)
         else:
-            data = _read_image_folder(path, report, skip_bad, split_name, progress)
+            data = _read_image_folder(path, report, skip_bad, split_name, progress, classes)
     elif path.suffix.lower() == ".npz":
         data = load_cache(path)
+        if isinstance(classes, tuple) and tuple(data.class_names) != classes:
+            raise DataError(f"{path}: cache classes ({', '.join(data.class_names)}) differ from "
+                            f"the ones asked for ({', '.join(classes)})")
     elif path.suffix.lower() == ".csv":
         data = _read_csv(path, report, skip_bad, split_name)
-    elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        data = _read_image_folder(path, report, skip_bad, split_name, progress)
+    elif is_zip:
+        data = _read_image_folder(path, report, skip_bad, split_name, progress, classes)
     else:
         raise DataError(
             f"{path}: not a FER2013 source (expected a .csv, a .zip or folder of images, "
@@ -358,14 +392,30 @@ def _iter_progress(items: list[str], progress: bool, desc: str) -> Iterator[str]
     yield from tqdm(items, desc=desc, unit="img", leave=False)
 
 
+def _class_lookup(
+    classes: str | tuple[str, ...], folders: set[str]
+) -> tuple[tuple[str, ...], Callable[[str], int | None], str]:
+    """Class names, folder name -> class id, and the names to suggest for an unknown folder."""
+    if classes == "fer2013":
+        hint = f"known: {known_folder_names()}; for your own classes pass --classes folders"
+        return EMOTIONS, emotion_id, hint
+    names = tuple(sorted(folders)) if classes == "folders" else classes
+    index = {n.lower(): i for i, n in enumerate(names)}
+    return names, lambda folder: index.get(folder.lower()), f"classes: {', '.join(names)}"
+
+
 def _read_image_folder(
-    path: Path, report: LoadReport, skip_bad: bool, split_name: str, progress: bool
+    path: Path, report: LoadReport, skip_bad: bool, split_name: str, progress: bool,
+    classes: str | tuple[str, ...] = "fer2013",
 ) -> FerData:
     names, opener, close = _members(path)
     try:
         parts = _strip_common_root(
             [n for n in names if not any(c.startswith((".", "__MACOSX")) for c in n.split("/"))]
         )
+        label_folders = {p[-2] for p in parts.values()
+                         if len(p) >= 2 and Path(p[-1]).suffix.lower() in IMAGE_EXTENSIONS}
+        class_names, lookup, hint = _class_lookup(classes, label_folders)
         images, labels, splits, ids = [], [], [], []
         for name in _iter_progress(list(parts), progress, f"reading {path.name}"):
             p = parts[name]
@@ -374,14 +424,11 @@ def _read_image_folder(
                 report.ignored += 1
                 continue
             if len(p) < 2:
-                report.bad(f"{where}: image outside any emotion folder", skip_bad)
+                report.bad(f"{where}: image outside any class folder", skip_bad)
                 continue
-            label = emotion_id(p[-2])
+            label = lookup(p[-2])
             if label is None:
-                report.bad(
-                    f"{where}: unknown emotion folder {p[-2]!r} (known: {known_folder_names()})",
-                    skip_bad,
-                )
+                report.bad(f"{where}: unknown class folder {p[-2]!r} ({hint})", skip_bad)
                 continue
             split = _split_of_file(p[-1])
             if split is None:
@@ -399,15 +446,17 @@ def _read_image_folder(
             ids.append(Path(p[-1]).stem)
     finally:
         close()
-    return _assemble(images, labels, splits, ids)
+    return _assemble(images, labels, splits, ids, class_names)
 
 
-def _assemble(images: list, labels: list, splits: list, ids: list) -> FerData:
+def _assemble(images: list, labels: list, splits: list, ids: list,
+              class_names: tuple[str, ...] = EMOTIONS) -> FerData:
     return FerData(
         np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
         np.array(labels, dtype=np.int64),
         np.array(splits, dtype=str),
         np.array(ids, dtype=str),
+        class_names,
     )
 
 
@@ -433,3 +482,19 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     chosen, _ = train_test_split(index, train_size=n, stratify=labels, random_state=seed)
     return np.sort(chosen)
 
+
+
+def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices, stratified by class where every class has 2+ images."""
+    if not 0 < fraction < 1:
+        raise DataError(f"data.holdout must be between 0 and 1, got {fraction}")
+    n_val = max(1, round(len(labels) * fraction))
+    if len(labels) - n_val < 2:
+        raise DataError(f"{len(labels)} training images are too few to hold out a validation set")
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 and n_val >= np.count_nonzero(counts) else None
+    tr, va = train_test_split(index, test_size=n_val, stratify=stratify, random_state=seed)
+    return np.sort(tr), np.sort(va)

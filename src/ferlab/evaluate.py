@@ -51,7 +51,7 @@ def classification_metrics(
 
 
 def evaluate(
-    loaded: LoadedModel,
+    loaded: LoadedModel | Any,
     data: FerData,
     split: str = "auto",
     *,
@@ -59,7 +59,12 @@ def evaluate(
     tta: str | None = None,
     batch_size: int = 1024,
 ) -> dict[str, Any]:
-    """Score a loaded model on one split of `data`. tta=None uses the checkpoint's setting."""
+    """Score a model on one split of `data`. tta=None uses the model's own setting.
+
+    `loaded` is a PyTorch checkpoint (`load_checkpoint`) or an ONNX Runtime classifier
+    (`recognizer.OnnxClassifier`, e.g. an int8 export): anything with class names
+    and, for the latter, `predict_proba(faces, tta)`.
+    """
     if tuple(data.class_names) != tuple(loaded.class_names):
         raise ValueError(
             f"the data's classes ({', '.join(data.class_names)}) differ from the model's "
@@ -67,10 +72,14 @@ def evaluate(
         )
     split = select_split(data, split, EVAL_FALLBACKS, "evaluation")
     part = data.split(split)
-    runtime = runtime or Runtime.create()
-    loaded.model.to(runtime.device)
-    tta = loaded.meta.get("tta", "none") if tta is None else tta
-    probs = predict_proba(loaded.model, part.images, loaded.preprocessing, runtime, batch_size, tta)
+    if isinstance(loaded, LoadedModel):
+        runtime = runtime or Runtime.create()
+        loaded.model.to(runtime.device)
+        tta = loaded.meta.get("tta", "none") if tta is None else tta
+        probs = predict_proba(loaded.model, part.images, loaded.preprocessing, runtime, batch_size, tta)
+    else:
+        tta = loaded.tta if tta is None else tta
+        probs = loaded.predict_proba(part.images, tta)
     result = {"split": split, "checkpoint": str(loaded.path), "tta": tta}
     result.update(classification_metrics(part.labels, probs.argmax(1), loaded.class_names))
     return result

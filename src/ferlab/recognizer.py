@@ -17,19 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import BUNDLED_MODEL, bundled_path, default_model_path  # noqa: F401  (re-exported)
 from .faces import FaceBox, FaceDetector, crop_face, to_gray
 from .preprocess import Preprocessing, float_to_uint8, load_image, preprocess, to_gray48
 
-BUNDLED_MODEL = Path(__file__).parent / "weights" / "ferlab-fer2013.pt"
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
-
-
-def default_model_path() -> Path:
-    if not BUNDLED_MODEL.exists():
-        raise FileNotFoundError(
-            f"no bundled model in this install ({BUNDLED_MODEL}); pass a checkpoint or run folder"
-        )
-    return BUNDLED_MODEL
 
 
 class TorchClassifier:
@@ -57,6 +49,7 @@ class OnnxClassifier:
 
         from .export import METADATA_KEY
 
+        self.path = Path(path)
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if meta is None:
@@ -65,7 +58,8 @@ class OnnxClassifier:
         self.class_names = tuple(meta["class_names"])
         self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
         self.tta = meta.get("tta", "none")
-        self.description = f"{meta.get('model')} (ONNX Runtime) from {path}"
+        kind = "int8, ONNX Runtime" if meta.get("quantization") else "ONNX Runtime"
+        self.description = f"{meta.get('model')} ({kind}) from {path}"
         self._input = self.session.get_inputs()[0].name
 
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -93,6 +87,7 @@ class OnnxClassifier:
 def load_classifier(model: str | Path | None = None, device: str = "auto", precision: str = "auto"):
     """A .onnx file runs on ONNX Runtime (fp32); anything else is a PyTorch checkpoint."""
     path = Path(model) if model is not None else default_model_path()
+    path = bundled_path(path) or path
     if path.suffix == ".onnx":
         return OnnxClassifier(path)
     return TorchClassifier(path, device, precision)

@@ -26,17 +26,19 @@ def time_to_accuracy(
             "target": target,
             "epoch": hit["epoch"] if hit else None,
             "minutes": hit["elapsed_seconds"] / 60 if hit else None,
+            "tta": hit.get("val_tta") if hit else None,
         })
     return rows
 
 
 def format_table(rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> str:
-    lines = [f"{'val accuracy':<14}{'minutes':>9}{'epoch':>7}"]
+    lines = [f"{'val accuracy':<14}{'minutes':>9}{'epoch':>7}{'TTA':>9}"]
     for r in rows:
         if r["epoch"] is None:
             lines.append(f">= {r['target']:.0%}{'':<8}{'-':>9}{'-':>7}")
         else:
-            lines.append(f">= {r['target']:.0%}{'':<8}{r['minutes']:>9.2f}{r['epoch']:>7d}")
+            lines.append(f">= {r['target']:.0%}{'':<8}{r['minutes']:>9.2f}{r['epoch']:>7d}"
+                         f"{r.get('tta') or '':>9}")
     if history:
         best = max(history, key=lambda h: h["val_accuracy"])
         lines.append(
@@ -74,9 +76,11 @@ def speedrun(
         from .data import load_dataset
         from .evaluate import evaluate
 
-        data, _ = load_dataset(cfg.data.source)
         loaded = load_checkpoint(Path(out_dir) / "best.pt")
         val_split = loaded.meta.get("val_split", "auto")
+        data, _ = load_dataset(cfg.data.source, classes=cfg.data.classes)
+        if val_split not in data.split_names:  # a held-out share of Training: not a split to rescore
+            return history
         tencrop = evaluate(loaded, data, val_split, tta="tencrop")
         result["best_tencrop"] = {"split": tencrop["split"], "accuracy": tencrop["accuracy"],
                                   "macro_f1": tencrop["macro_f1"]}

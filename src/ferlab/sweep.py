@@ -407,7 +407,8 @@ def worker(spec: SweepSpec, threads: int | None = None, log: Callable[[str], Non
     if threads:
         torch.set_num_threads(threads)
     storage = open_storage(spec.storage_url)
-    data, _ = load_dataset(spec.base.data.source, skip_bad=spec.base.data.skip_bad)
+    data, _ = load_dataset(spec.base.data.source, skip_bad=spec.base.data.skip_bad,
+                           classes=spec.base.data.classes)
     stage_bases(spec, storage, data, log, run=True)
 
 

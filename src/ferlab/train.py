@@ -39,17 +39,20 @@ from torch import nn
 from .augment import augment_batch
 from .checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint, unwrap
 from .config import Config, replace, save_config, to_dict
-from .data import DataError, FerData, load_dataset, select_split, stratified_subset
+from .data import DataError, FerData, holdout_split, load_dataset, select_split, stratified_subset
+from .distill import distillation_loss, load_teacher
 from .files import atomic_write_text
+from .finetune import adopt_init_model, apply_finetune, check_finetune, load_init_weights
 from .inference import logits_and_probs
 from .models import build_model
+from .models.freeze import freeze_batchnorm_stats
 from .plots import plot_loss_acc
 from .preprocess import Preprocessing, preprocess
 from .runtime import Runtime
 
 HISTORY_FIELDS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
-    "elapsed_seconds", "train_images_per_s",
+    "elapsed_seconds", "train_images_per_s", "val_tta",
 )
 VAL_FALLBACKS = ("PublicTest", "test", "val", "valid", "validation")
 
@@ -172,10 +175,12 @@ def train_one_epoch(
     dist_info: Dist = Dist(),
     progress: bool = False,
     max_steps: int | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict[str, float]:
     """One pass over the training tensors; returns loss, accuracy and images/s."""
     t = cfg.train
     model.train()
+    freeze_batchnorm_stats(model)  # frozen layers (transfer learning, train.finetune) keep their stats
     seed = epoch_seed(t.seed, epoch)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
     g = torch.Generator(device=runtime.device).manual_seed(seed)
@@ -201,9 +206,16 @@ def train_one_epoch(
         index = perm[step * per_rank_batch : (step + 1) * per_rank_batch]
         x = augment_batch(preprocess(images[index], pp), cfg.augment, g)
         y = labels[index]
+        x = runtime.memory_format(x)
         with runtime.autocast():
-            out = model(runtime.memory_format(x))
-            loss = F.cross_entropy(out.float(), y, label_smoothing=t.label_smoothing)
+            out = model(x)
+            if teacher is None:
+                loss = F.cross_entropy(out.float(), y, label_smoothing=t.label_smoothing)
+            else:
+                with torch.no_grad():
+                    soft = teacher(x).float()
+                loss = distillation_loss(out.float(), soft, y, t.distill_weight,
+                                         t.distill_temperature, t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -301,12 +313,22 @@ def prepare_data(cfg: Config, data: FerData | None, device: torch.device, log) -
     if data is None:
         if not cfg.data.source:
             raise DataError("no training data: pass --data SOURCE (or set data.source)")
-        data, report = load_dataset(cfg.data.source, skip_bad=cfg.data.skip_bad)
+        data, report = load_dataset(cfg.data.source, skip_bad=cfg.data.skip_bad,
+                                    classes=cfg.data.classes)
         for line in report.lines():
             log(line)
     train = data.split(cfg.data.train_split)
-    val_name = select_split(data, cfg.data.val_split, VAL_FALLBACKS, "validation")
-    val = data.split(val_name)
+    if cfg.data.val_split == "auto" and not set(VAL_FALLBACKS) & set(data.split_names):
+        # Own datasets often come as bare class folders: hold out a stratified share.
+        keep, held = holdout_split(train.labels, cfg.data.holdout, cfg.train.seed)
+        val, train = train.subset(held), train.subset(keep)
+        val_name = f"holdout-{cfg.data.train_split}"
+        log(f"no validation split in the data: holding out {len(held)} of "
+            f"{len(held) + len(keep)} {cfg.data.train_split} images (data.holdout="
+            f"{cfg.data.holdout:g}, stratified, fixed by train.seed)")
+    else:
+        val_name = select_split(data, cfg.data.val_split, VAL_FALLBACKS, "validation")
+        val = data.split(val_name)
     if cfg.data.limit is not None:
         train = train.subset(stratified_subset(train.labels, cfg.data.limit, cfg.train.seed))
 
@@ -319,8 +341,14 @@ def prepare_data(cfg: Config, data: FerData | None, device: torch.device, log) -
     )
 
 
+def epoch_tta(t, epoch: int) -> str:
+    """The validation TTA of an epoch: `late_tta` in the last `late_tta_epochs`, else `tta`."""
+    return t.late_tta if t.late_tta_epochs and epoch > t.epochs - t.late_tta_epochs else t.tta
+
+
 def fit_epochs_to_budget(
-    model: nn.Module, d: PreparedData, cfg: Config, runtime: Runtime, pp: Preprocessing, log
+    model: nn.Module, d: PreparedData, cfg: Config, runtime: Runtime, pp: Preprocessing, log,
+    teacher: nn.Module | None = None,
 ) -> int:
     """Epochs that fit `train.budget_minutes`, from timing a few steps on a throwaway copy."""
     t = cfg.train
@@ -330,17 +358,28 @@ def fit_epochs_to_budget(
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
     steps = 12
     train_one_epoch(probe, d.train_images, d.train_labels, cfg, runtime, opt, sched, scaler,
-                    0, pp, max_steps=2)  # warm-up: first steps pay one-off costs
+                    0, pp, max_steps=2, teacher=teacher)  # warm-up: first steps pay one-off costs
     stats = train_one_epoch(probe, d.train_images, d.train_labels, cfg, runtime, opt, sched,
-                            scaler, 0, pp, max_steps=steps)
-    start = time.perf_counter()
-    validate(probe, d.val_images, d.val_labels, pp, runtime, t.eval_batch_size, t.tta)
-    val_seconds = time.perf_counter() - start
+                            scaler, 0, pp, max_steps=steps, teacher=teacher)
+    val_seconds = _validation_seconds(probe, d, pp, runtime, t, t.tta)
     # Checkpoints, history and the plot add about half a second per epoch.
     epoch_seconds = len(d.train_labels) / stats["train_images_per_s"] + val_seconds + 0.5
-    epochs = max(1, int(t.budget_minutes * 60 / epoch_seconds))
-    log(f"budget {t.budget_minutes:g} min: ~{epoch_seconds:.1f} s per epoch -> {epochs} epochs")
+    budget = t.budget_minutes * 60
+    if t.late_tta_epochs:
+        late_extra = _validation_seconds(probe, d, pp, runtime, t, t.late_tta) - val_seconds
+        budget -= t.late_tta_epochs * max(0.0, late_extra)
+    epochs = max(1, int(budget / epoch_seconds))
+    log(f"budget {t.budget_minutes:g} min: ~{epoch_seconds:.1f} s per epoch -> {epochs} epochs"
+        + (f" (the last {t.late_tta_epochs} validated with {t.late_tta} TTA)" if t.late_tta_epochs else ""))
     return epochs
+
+
+def _validation_seconds(model, d: PreparedData, pp, runtime, t, tta: str) -> float:
+    """Seconds for one validation pass with `tta`, timed on up to 1,024 images and scaled."""
+    n = min(len(d.val_labels), 1024)
+    start = time.perf_counter()
+    validate(model, d.val_images[:n], d.val_labels[:n], pp, runtime, t.eval_batch_size, tta)
+    return (time.perf_counter() - start) * len(d.val_labels) / max(1, n)
 
 
 def train(
@@ -363,6 +402,11 @@ def train(
     if not dist_info.main:
         log = lambda *_: None  # noqa: E731  only rank 0 talks and writes
         progress = False
+    init_ckpt = None
+    if cfg.train.init:
+        init_ckpt = read_checkpoint(cfg.train.init)
+        cfg = adopt_init_model(cfg, init_ckpt)
+    check_finetune(cfg.train.finetune)
     out = Path(out_dir) if out_dir is not None else default_run_dir(cfg, run_name)
     if dist_info.world > 1 and out_dir is None:
         raise RunError("under torchrun, name the run folder with --out so all ranks agree")
@@ -383,14 +427,23 @@ def train(
         raise RunError(f"{out} already holds a run; pass --resume to continue it or pick another --out")
 
     runtime = Runtime.create(device_name, cfg.train.precision, cfg.train.channels_last)
-    pp = Preprocessing()
+    pp = Preprocessing.from_dict(init_ckpt["preprocessing"]) if init_ckpt else Preprocessing()
     d = prepare_data(cfg, data, runtime.device, log)
     model_args = dict(cfg.model.args, num_classes=len(d.class_names))
     torch.manual_seed(cfg.train.seed)
-    model = runtime.prepare_model(build_model(cfg.model.name, **model_args))
+    model = build_model(cfg.model.name, **model_args)
+    if init_ckpt is not None and resume_ckpt is None:
+        log(f"init from {cfg.train.init}: " + load_init_weights(model, init_ckpt, d.class_names))
+    if init_ckpt is not None or cfg.train.finetune != "all":
+        log(apply_finetune(model, cfg.train.finetune))
+    model = runtime.prepare_model(model)
+    teacher = None
+    if cfg.train.teacher:
+        teacher = load_teacher(cfg.train.teacher, d.class_names, pp, runtime)
 
     if cfg.train.budget_minutes is not None and resume_ckpt is None:
-        cfg = replace(cfg, "train", epochs=fit_epochs_to_budget(model, d, cfg, runtime, pp, log))
+        epochs = fit_epochs_to_budget(model, d, cfg, runtime, pp, log, teacher)
+        cfg = replace(cfg, "train", epochs=epochs)
     t = cfg.train
     steps_per_epoch = epoch_steps(len(d.train_labels), t.batch_size, dist_info.world)
     optimizer = make_optimizer(model, t)
@@ -430,9 +483,10 @@ def train(
         start = time.perf_counter()
         stats = train_one_epoch(
             train_model, d.train_images, d.train_labels, cfg, runtime, optimizer, scheduler,
-            scaler, epoch, pp, dist_info, progress,
+            scaler, epoch, pp, dist_info, progress, teacher=teacher,
         )
-        stats.update(validate(model, d.val_images, d.val_labels, pp, runtime, t.eval_batch_size, t.tta))
+        val_tta = epoch_tta(t, epoch)
+        stats.update(validate(model, d.val_images, d.val_labels, pp, runtime, t.eval_batch_size, val_tta))
         seconds = time.perf_counter() - start
         elapsed += seconds
         row = {
@@ -440,12 +494,13 @@ def train(
             "val_loss": stats["val_loss"], "val_accuracy": stats["val_accuracy"],
             "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
             "elapsed_seconds": elapsed, "train_images_per_s": stats["train_images_per_s"],
+            "val_tta": val_tta,
         }
         history.append(row)
         log(
             f"epoch {epoch:3d}/{t.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  "
-            f"lr {row['lr']:.2e}  {seconds:.1f}s"
+            f"lr {row['lr']:.2e}  {seconds:.1f}s" + (f"  ({val_tta} TTA)" if val_tta != t.tta else "")
         )
         if dist_info.main:
             metrics = {k: row[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
@@ -453,7 +508,7 @@ def train(
                 model, model_name=cfg.model.name, model_args=model_args,
                 class_names=d.class_names, preprocessing=pp, epoch=epoch, metrics=metrics,
                 config=to_dict(cfg), optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(), history=history, tta=t.tta,
+                scheduler=scheduler.state_dict(), history=history, tta=val_tta,
                 val_split=d.val_split,
             )
             if row["val_accuracy"] > best_acc:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..labels import NUM_CLASSES
+from .freeze import freeze_batchnorm_stats
 from .registry import ModelConfigError, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -140,9 +141,7 @@ class TransferNet(nn.Module):
     def train(self, mode: bool = True) -> TransferNet:
         # Like Keras' trainable=False: a frozen BatchNorm also keeps its running statistics.
         super().train(mode)
-        for m in self.base.modules():
-            if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
-                m.eval()
+        freeze_batchnorm_stats(self.base)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,60 @@
+"""Knowledge distillation: a small student learns from a trained teacher's soft predictions.
+
+Set `train.teacher` to any ferlab checkpoint ("bundled" = the shipped model). Each
+training batch - after augmentation, so student and teacher see the very same
+pixels - goes through the frozen teacher too, and the loss becomes
+
+    (1 - w) * cross_entropy(student, labels) + w * T^2 * KL(teacher_T || student_T)
+
+with w = `train.distill_weight` and T = `train.distill_temperature` (Hinton et al.
+2015; the T^2 keeps the soft term's gradients on the scale of the hard one).
+FER2013's labels are noisy (human accuracy ~65%), so a teacher's soft targets
+carry more signal than its one-hot labels: this is how ferlab's small, fast model
+is trained.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from .preprocess import Preprocessing
+
+
+def load_teacher(ref: str, class_names: tuple[str, ...], pp: Preprocessing, runtime) -> nn.Module:
+    """The teacher on the training device, frozen, in eval mode; checked against the data."""
+    loaded: LoadedModel = load_checkpoint(ref)
+    if tuple(loaded.class_names) != tuple(class_names):
+        raise CheckpointError(
+            f"train.teacher {loaded.path}: classes {', '.join(loaded.class_names)} differ from "
+            f"the data's ({', '.join(class_names)})"
+        )
+    if loaded.preprocessing != pp:
+        raise CheckpointError(
+            f"train.teacher {loaded.path}: its preprocessing {loaded.preprocessing.to_dict()} "
+            f"differs from this run's {pp.to_dict()}"
+        )
+    teacher = runtime.prepare_model(loaded.model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weight: float,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * temperature**2
+    return (1 - weight) * hard + weight * soft
