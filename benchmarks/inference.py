@@ -35,13 +35,20 @@ from ferlab.recognizer import (
 FER_PUBLISHED = 2200  # crops/s of the fer package's Keras model on this machine type (NOTES.md)
 
 
+ROUNDS = 3  # each figure is the median of this many timed rounds (set by --rounds)
+
+
 def rate(fn, n_items: int, min_seconds: float = 3.0) -> float:
+    """Items per second: the median of ROUNDS rounds of at least min_seconds each."""
     fn()  # warm-up
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_seconds:
-        fn()
-        count += n_items
-    return count / (time.perf_counter() - start)
+    rates = []
+    for _ in range(ROUNDS):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < min_seconds:
+            fn()
+            count += n_items
+        rates.append(count / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
 
 
 def fer_package_rate(crops: np.ndarray) -> float | None:
@@ -82,8 +89,11 @@ def main() -> None:
     ap.add_argument("--model", action="append", help="checkpoint or run folder; repeatable "
                     "(default: the bundled model and the bundled fast model)")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of one timed round")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per figure (median reported)")
     args = ap.parse_args()
+    global ROUNDS
+    ROUNDS = max(1, args.rounds)
 
     paths = [Path(m) for m in args.model] if args.model else [default_model_path()] + (
         [BUNDLED_FAST] if BUNDLED_FAST.exists() else [])
@@ -97,7 +107,8 @@ def main() -> None:
 
     import torch
 
-    print(f"batch {args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"batch {args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"median of {ROUNDS} rounds of {args.seconds:g} s")
     reference = fer_rate or FER_PUBLISHED
     print(f"{'model':<28}{'face crops, batch classification':<30}{'TTA':<9}{'crops/s':>9}"
           f"{'vs fer':>8}")
