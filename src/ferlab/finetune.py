@@ -72,7 +72,7 @@ def load_init_weights(model: nn.Module, ckpt: dict[str, Any], class_names: tuple
     model.load_state_dict(state, strict=False)
     if same_classes:
         return "all weights loaded (same classes)"
-    return (f"weights loaded; new classifier {head_name} for {len(class_names)} classes "
+    return (f"weights loaded; new classifier (layer {head_name}) for {len(class_names)} classes "
             f"({', '.join(class_names)}) replaces the one for {', '.join(ckpt['class_names'])}")
 
 
@@ -111,5 +111,5 @@ def apply_finetune(model: nn.Module, mode: str) -> str:
             m.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return (f"training the classifier {head_name}" + (f" and the last {n} of {len(stages)} stages"
+    return (f"training the classifier (layer {head_name})" + (f" and the last {n} of {len(stages)} stages"
             if n else f"; {len(stages)} stages frozen") + f" ({trainable:,} of {total:,} parameters)")
