@@ -62,12 +62,38 @@ def time_augmentation(cfg, runtime, images, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def conv_bound(cfg, runtime, images, labels, steps: int) -> tuple[float, float]:
+    """Profile ferlab's training path: the share of step time in convolution kernels
+    (forward + backward), and the images/s those kernels alone would allow."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = runtime.prepare_model(build_model(cfg.model.name, **cfg.model.args))
+    opt = make_optimizer(model, cfg.train)
+    sched = make_scheduler(opt, cfg.train, 10_000)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=False)
+    pp = Preprocessing()
+    train_one_epoch(model, images, labels, cfg, runtime, opt, sched, scaler, 0, pp, max_steps=2)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_one_epoch(model, images, labels, cfg, runtime, opt, sched, scaler, 1, pp, max_steps=steps)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events
+               if e.key in ("aten::mkldnn_convolution", "aten::convolution_backward",
+                            "aten::_convolution", "aten::cudnn_convolution"))
+    n = cfg.train.batch_size * steps
+    return conv / total, n / (conv / 1e6)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="seed-final")
     ap.add_argument("--steps", type=int, default=12, help="timed training steps per mode")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best is kept")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile ferlab's path: time share of the convolutions and the "
+                         "images/s they alone allow (CPU)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
@@ -104,6 +130,11 @@ def main() -> None:
     print(f"{'ratio ferlab / plain':<38}{'':>10}{fast['train'] / base['train']:>13.2f}x"
           f"{fast['infer'] / base['infer']:>13.2f}x")
     print(f"augmentation: {aug_s * 1000:.1f} ms per batch = {100 * aug_s / step_s:.1f}% of a ferlab step")
+    if args.profile:
+        c = replace(cfg, "train", precision="auto", channels_last=True)
+        share, cap = conv_bound(c, rt, images_cpu.to(rt.device), labels_cpu.to(rt.device), args.steps)
+        print(f"profile: convolution kernels (forward + backward) take {100 * share:.1f}% of a ferlab "
+              f"step; they alone allow at most {cap:.0f} train img/s")
 
 
 if __name__ == "__main__":
