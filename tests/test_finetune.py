@@ -190,3 +190,28 @@ def test_distilled_student_moves_towards_its_teacher(tmp_path, parent):
     other = load_dataset(write_own_folders(tmp_path / "own"), classes="folders")[0]
     with pytest.raises(ValueError, match="train.teacher .* classes"):
         train(cfg, tmp_path / "s2", data=other, log=lambda s: None)
+
+
+def test_prepare_own_classes_then_finetune_from_the_cache(tmp_path, parent):
+    root = write_own_folders(tmp_path / "own")
+    runner = CliRunner()
+    r = runner.invoke(app, ["prepare", str(root), "-o", str(tmp_path / "own.npz"), "--classes", "folders"])
+    assert r.exit_code == 0, r.output
+    assert "negative" in r.output and "wrote" in r.output
+    r = runner.invoke(app, ["train", "--init", str(parent), "--data", str(tmp_path / "own.npz"),
+                            "--finetune", "head", "--epochs", "1", "--batch-size", "32",
+                            "--out", str(tmp_path / "ft"), "train.precision=fp32"])
+    assert r.exit_code == 0, r.output
+    assert read_checkpoint(tmp_path / "ft" / "last.pt")["class_names"] == ["negative", "neutral", "positive"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.late_tta=tencorp", "train.late_tta must be one of none, flip, tencrop"),
+    ("train.distill_weight=1.5", "train.distill_weight must be between 0 and 1"),
+    ("train.finetune=some", "train.finetune must be all, head or a number"),
+])
+def test_bad_training_settings_fail_before_any_work(tmp_path, override, message):
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "absent.npz"), "--out",
+                                 str(tmp_path / "run"), override])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "run").exists()

@@ -161,3 +161,8 @@ def test_int8_export_keeps_predictions_and_labels(model_dir, tmp_path):
     assert json.loads(ev.output.strip().splitlines()[-1])["n"] == 140
     missing = runner.invoke(app, ["export", str(model_dir), "-o", str(tmp_path / "x.onnx"), "--int8"])
     assert missing.exit_code == 2 and "needs --calibration-data" in missing.output
+    assert not (tmp_path / "x.onnx").exists()
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    for name in ("absent.onnx", "broken.onnx"):
+        bad = runner.invoke(app, ["evaluate", str(tmp_path / name), "--data", str(cache)])
+        assert bad.exit_code == 2 and name in bad.output and "Traceback" not in bad.output, bad.output

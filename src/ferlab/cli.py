@@ -34,7 +34,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .sweep import SweepError
     from .train import RunError
 
-    return (CheckpointError, ConfigError, DataError, ModelConfigError, RunError, SweepError, ValueError)
+    return (CheckpointError, ConfigError, DataError, ModelConfigError, RunError, SweepError, ValueError,
+            FileNotFoundError)
 
 
 def _run(fn, *args, **kwargs):

@@ -50,7 +50,12 @@ class OnnxClassifier:
         from .export import METADATA_KEY
 
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{path}: no such ONNX model file")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable models
+            raise ValueError(f"{path}: not a readable ONNX model ({e})") from e
         meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if meta is None:
             raise ValueError(f"{path}: not exported by ferlab (no '{METADATA_KEY}' metadata)")

@@ -341,6 +341,23 @@ def prepare_data(cfg: Config, data: FerData | None, device: torch.device, log) -
     )
 
 
+def check_train_settings(t) -> None:
+    """Refuse bad TTA and distillation settings before any data is read, not epochs later."""
+    from .config import ConfigError
+    from .inference import TTA_MODES
+
+    for name in ("tta", "late_tta"):
+        if getattr(t, name) not in TTA_MODES:
+            raise ConfigError(f"train.{name} must be one of {', '.join(TTA_MODES)}, got {getattr(t, name)!r}")
+    if t.late_tta_epochs < 0:
+        raise ConfigError(f"train.late_tta_epochs must be >= 0, got {t.late_tta_epochs}")
+    if not 0.0 <= t.distill_weight <= 1.0:
+        raise ConfigError(f"train.distill_weight must be between 0 and 1, got {t.distill_weight}")
+    if t.distill_temperature <= 0:
+        raise ConfigError(f"train.distill_temperature must be positive, got {t.distill_temperature}")
+    check_finetune(t.finetune)
+
+
 def epoch_tta(t, epoch: int) -> str:
     """The validation TTA of an epoch: `late_tta` in the last `late_tta_epochs`, else `tta`."""
     return t.late_tta if t.late_tta_epochs and epoch > t.epochs - t.late_tta_epochs else t.tta
@@ -402,11 +419,11 @@ def train(
     if not dist_info.main:
         log = lambda *_: None  # noqa: E731  only rank 0 talks and writes
         progress = False
+    check_train_settings(cfg.train)
     init_ckpt = None
     if cfg.train.init:
         init_ckpt = read_checkpoint(cfg.train.init)
         cfg = adopt_init_model(cfg, init_ckpt)
-    check_finetune(cfg.train.finetune)
     out = Path(out_dir) if out_dir is not None else default_run_dir(cfg, run_name)
     if dist_info.world > 1 and out_dir is None:
         raise RunError("under torchrun, name the run folder with --out so all ranks agree")
