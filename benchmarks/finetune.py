@@ -32,12 +32,12 @@ import numpy as np
 from PIL import Image
 
 from ferlab.checkpoint import load_checkpoint
+from ferlab.classifier import load_classifier
 from ferlab.config import load_config
 from ferlab.data import load_dataset, stratified_subset
-from ferlab.evaluate import classification_metrics
+from ferlab.evaluation import classification_metrics
 from ferlab.labels import EMOTIONS
-from ferlab.recognizer import TorchClassifier, default_model_path
-from ferlab.train import train
+from ferlab.training import train
 
 GROUPS = {"positive": ("happy", "surprise"), "negative": ("angry", "disgust", "fear", "sad"),
           "neutral": ("neutral",)}
@@ -91,7 +91,7 @@ def main() -> None:
               + "; ".join(f"{s} {c}" for s, c in counts.items()))
 
         val = own.split("val")
-        shipped = TorchClassifier(default_model_path(), device="auto")
+        shipped = load_classifier("bundled", device="auto")
         start = time.perf_counter()
         p7 = shipped.predict_proba(val.images, "flip")
         p3 = np.stack([p7[:, TO_OWN == c].sum(1) for c in range(len(OWN))], 1)
@@ -112,7 +112,7 @@ def main() -> None:
                 trainable = next((s.split("(")[-1].split(" of ")[0] for s in lines if " of " in s
                                   and "parameters" in s), "all")
                 best = load_checkpoint(out / "best.pt")
-                probs = TorchClassifier(out / "best.pt").predict_proba(val.images, "flip")
+                probs = load_classifier(out / "best.pt").predict_proba(val.images, "flip")
                 m = classification_metrics(val.labels, probs.argmax(1), best.class_names)
                 accs.append(m["accuracy"])
                 f1s.append(m["macro_f1"])

@@ -22,15 +22,10 @@ import numpy as np
 from PIL import Image
 
 from ferlab.checkpoint import load_checkpoint
-from ferlab.checkpoint import BUNDLED_FAST
+from ferlab.classifier import load_classifier
 from ferlab.export import export_onnx, quantize_onnx
-from ferlab.recognizer import (
-    SAMPLE_PHOTO,
-    EmotionRecognizer,
-    OnnxClassifier,
-    TorchClassifier,
-    default_model_path,
-)
+from ferlab.recognizer import EmotionRecognizer
+from ferlab.shipped import BUNDLED_FAST, SAMPLE_PHOTO, default_model_path
 
 FER_PUBLISHED = 2200  # crops/s of the fer package's Keras model on this machine type (NOTES.md)
 
@@ -69,7 +64,7 @@ def time_model(path: Path, crops: np.ndarray, seconds: float) -> list[tuple[str,
     loaded = load_checkpoint(path)
     rows = []
     for precision in ("fp32", "auto"):
-        clf = TorchClassifier(path, device="cpu", precision=precision)
+        clf = load_classifier(path, device="cpu", precision=precision)
         for tta in ("none", clf.tta) if clf.tta != "none" else ("none",):
             r = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta), len(crops), seconds)
             rows.append((f"PyTorch eager {clf.runtime.precision_name}", tta, r))
@@ -77,7 +72,7 @@ def time_model(path: Path, crops: np.ndarray, seconds: float) -> list[tuple[str,
         fp32 = export_onnx(loaded, Path(tmp) / "m.onnx")
         int8 = quantize_onnx(fp32, Path(tmp) / "m-int8.onnx", crops)
         for label, file in (("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)):
-            onnx = OnnxClassifier(file)
+            onnx = load_classifier(file)
             for tta in ("none", onnx.tta) if onnx.tta != "none" else ("none",):
                 r = rate(lambda onnx=onnx, tta=tta: onnx.predict_proba(crops, tta), len(crops), seconds)
                 rows.append((label, tta, r))

@@ -20,7 +20,7 @@ import time
 
 import httpx
 
-from ferlab.recognizer import SAMPLE_PHOTO
+from ferlab.shipped import SAMPLE_PHOTO
 
 
 def free_port() -> int:

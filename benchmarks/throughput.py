@@ -17,10 +17,11 @@ import torch
 from ferlab.augment import augment_batch
 from ferlab.config import load_config, replace
 from ferlab.inference import predict_proba
+from ferlab.labels import EMOTIONS
 from ferlab.models import build_model
 from ferlab.preprocess import Preprocessing
 from ferlab.runtime import Runtime
-from ferlab.train import make_optimizer, make_scheduler, train_one_epoch
+from ferlab.training import TrainData, TrainState, train_one_epoch
 
 MODES = {
     "plain fp32 NCHW": dict(precision="fp32", channels_last=False),
@@ -29,16 +30,18 @@ MODES = {
 
 
 def time_training(cfg, runtime, images, labels, steps: int) -> float:
+    state, data = training_state(cfg, runtime, images, labels)
+    train_one_epoch(state, data, 0, max_steps=2)
+    stats = train_one_epoch(state, data, 1, max_steps=steps)
+    return stats["train_images_per_s"]
+
+
+def training_state(cfg, runtime, images, labels) -> tuple[TrainState, TrainData]:
+    """ferlab's own training state for the model, and the images as its training split."""
     torch.manual_seed(0)
     model = runtime.prepare_model(build_model(cfg.model.name, **cfg.model.args))
-    opt = make_optimizer(model, cfg.train)
-    sched = make_scheduler(opt, cfg.train, 10_000)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-    pp = Preprocessing()
-    train_one_epoch(model, images, labels, cfg, runtime, opt, sched, scaler, 0, pp, max_steps=2)
-    stats = train_one_epoch(model, images, labels, cfg, runtime, opt, sched, scaler, 1, pp,
-                            max_steps=steps)
-    return stats["train_images_per_s"]
+    state = TrainState.create(cfg, model, runtime, total_steps=10_000)
+    return state, TrainData(images, labels, images[:0], labels[:0], EMOTIONS, "none")
 
 
 def time_inference(cfg, runtime, images, batches: int) -> float:
@@ -67,15 +70,10 @@ def conv_bound(cfg, runtime, images, labels, steps: int) -> tuple[float, float]:
     (forward + backward), and the images/s those kernels alone would allow."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = runtime.prepare_model(build_model(cfg.model.name, **cfg.model.args))
-    opt = make_optimizer(model, cfg.train)
-    sched = make_scheduler(opt, cfg.train, 10_000)
-    scaler = torch.amp.GradScaler(runtime.device.type, enabled=False)
-    pp = Preprocessing()
-    train_one_epoch(model, images, labels, cfg, runtime, opt, sched, scaler, 0, pp, max_steps=2)
+    state, data = training_state(cfg, runtime, images, labels)
+    train_one_epoch(state, data, 0, max_steps=2)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_one_epoch(model, images, labels, cfg, runtime, opt, sched, scaler, 1, pp, max_steps=steps)
+        train_one_epoch(state, data, 1, max_steps=steps)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from ferlab.config import load_config
-from ferlab.train import train
+from ferlab.training import train
 
 cache, out, weights_dir = sys.argv[1:4]
 cfg = load_config(None, [f"data.source={cache}", *sys.argv[4:]])

@@ -8,9 +8,9 @@ import pytest
 from conftest import real_zip_or_skip
 from typer.testing import CliRunner
 
-from ferlab.checkpoint import BUNDLED_FAST, BUNDLED_FAST_INT8
 from ferlab.cli import app
-from ferlab.recognizer import BUNDLED_MODEL, SAMPLE_PHOTO, EmotionRecognizer
+from ferlab.recognizer import EmotionRecognizer
+from ferlab.shipped import BUNDLED_FAST, BUNDLED_FAST_INT8, BUNDLED_MODEL, SAMPLE_PHOTO
 
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason=f"no bundled model at {BUNDLED_MODEL}")

@@ -6,11 +6,11 @@ from conftest import TINY_MODEL
 
 from ferlab.checkpoint import CheckpointError, load_checkpoint
 from ferlab.config import load_config
-from ferlab.evaluate import classification_metrics, evaluate, format_report, write_report
+from ferlab.evaluation import classification_metrics, evaluate, format_report, write_report
 from ferlab.inference import tta_views
 from ferlab.labels import EMOTIONS
 from ferlab.recognizer import EmotionRecognizer
-from ferlab.train import train
+from ferlab.training import train
 
 
 def test_metrics_on_a_hand_checked_example():

@@ -12,15 +12,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ferlab.checkpoint import load_checkpoint, read_checkpoint
+from ferlab.classifier import OnnxClassifier
 from ferlab.cli import app
 from ferlab.config import ConfigError, load_config
 from ferlab.data import DataError, load_dataset
-from ferlab.distill import distillation_loss
 from ferlab.export import export_onnx
-from ferlab.finetune import apply_finetune, load_init_weights, model_stages
 from ferlab.models import build_model
-from ferlab.recognizer import EmotionRecognizer, OnnxClassifier
-from ferlab.train import train
+from ferlab.recognizer import EmotionRecognizer
+from ferlab.training import train
+from ferlab.training.distill import distillation_loss
+from ferlab.training.finetune import apply_finetune, load_init_weights, model_stages
 
 TINY_VGG = ["model.name=vgg", "model.widths=[8,16]", "model.depth=1", "train.batch_size=32",
             "train.precision=fp32"]

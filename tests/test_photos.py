@@ -15,8 +15,9 @@ from ferlab.checkpoint import load_checkpoint
 from ferlab.cli import app
 from ferlab.config import load_config
 from ferlab.export import export_onnx
-from ferlab.recognizer import SAMPLE_PHOTO, EmotionRecognizer
-from ferlab.train import train
+from ferlab.recognizer import EmotionRecognizer
+from ferlab.shipped import SAMPLE_PHOTO
+from ferlab.training import train
 
 runner = CliRunner()
 

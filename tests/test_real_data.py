@@ -8,8 +8,8 @@ from conftest import real_zip_or_skip
 from ferlab.checkpoint import load_checkpoint
 from ferlab.config import load_config
 from ferlab.data import load_dataset
-from ferlab.evaluate import evaluate
-from ferlab.train import train
+from ferlab.evaluation import evaluate
+from ferlab.training import train
 
 TRAINING = [3995, 436, 4097, 7215, 4830, 3171, 4965]
 PUBLIC = [467, 56, 496, 895, 653, 415, 607]

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ferlab.config import load_config
-from ferlab.recognizer import SAMPLE_PHOTO
 from ferlab.serve import create_app
-from ferlab.train import train
+from ferlab.shipped import SAMPLE_PHOTO
+from ferlab.training import train
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from ferlab.cli import app
 from ferlab.config import load_config
 from ferlab.data import save_cache
-from ferlab.sweep import SweepError, SweepSpec, build_stages, parse_param, run_sweep
+from ferlab.study import SweepError, SweepSpec, build_stages, parse_param, run_sweep, write_report
 
 runner = CliRunner()
 QUICK = [*TINY_MODEL, "train.epochs=2"]
@@ -88,7 +88,8 @@ def test_rerun_skips_completed_trials(cache, tmp_path):
 def test_invalid_points_fail_clearly_and_the_study_goes_on(cache, tmp_path):
     base = load_config(None, [f"data.source={cache}", *QUICK, "model.block_num=2"])
     spec = SweepSpec(base, build_stages(["model.pool_size=2,32"], "oat", 0), tmp_path / "s")
-    summary = run_sweep(spec, log=lambda _: None)
+    run_sweep(spec, log=lambda _: None)
+    summary = write_report(spec, log=lambda _: None)
     states = {r["point"]: (r["state"], r["error"]) for r in summary["trials"]}
     assert states["pool_size=2"][0] == "complete"
     assert states["pool_size=32"][0] == "fail" and "below 1x1" in states["pool_size=32"][1]
@@ -98,7 +99,8 @@ def test_tpe_search_with_pruning(cache, tmp_path):
     base = load_config(None, [f"data.source={cache}", *TINY_MODEL, "train.epochs=3"])
     stages = build_stages(["train.lr=1e-4:1e-2:log", "model.layer_num=1,2"], "tpe", 4)
     spec = SweepSpec(base, stages, tmp_path / "s", prune=True)
-    summary = run_sweep(spec, log=lambda _: None)
+    run_sweep(spec, log=lambda _: None)
+    summary = write_report(spec, log=lambda _: None)
     assert len(summary["trials"]) == 4
     assert {r["state"] for r in summary["trials"]} <= {"complete", "pruned"}
 

@@ -16,7 +16,7 @@ from conftest import TINY_MODEL, make_data
 from ferlab.checkpoint import load_checkpoint, read_checkpoint
 from ferlab.config import load_config
 from ferlab.data import save_cache
-from ferlab.train import RunError, epoch_steps, train
+from ferlab.training import RunError, epoch_steps, train
 
 
 def tiny(epochs: int = 3, *extra: str):

@@ -13,7 +13,7 @@ from ferlab.export import export_onnx
 from ferlab.models import build_model
 from ferlab.models.registry import ModelConfigError
 from ferlab.recognizer import EmotionRecognizer
-from ferlab.train import make_optimizer, train
+from ferlab.training import make_optimizer, train
 
 
 def torchvision_style_file(tmp_path, name: str):

@@ -6,6 +6,8 @@ image at a time in Python. Here every sample's rotation, shear, zoom, shift and
 flip are composed into one 2x3 matrix and the whole batch is resampled by a
 single `grid_sample` call, so augmentation stays a small fraction of a step.
 Random erasing (a recipe addition) is a vectorised mask.
+
+Depends on: torch.
 """
 
 from __future__ import annotations

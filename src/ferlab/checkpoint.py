@@ -3,7 +3,9 @@
 A checkpoint holds the weights and everything needed to use them - model name and
 arguments, class names, preprocessing, the run's config, epoch and metrics - plus
 the optimizer, scheduler and history for `--resume`. `load_checkpoint` is the one
-place that reads them; it accepts a file or a run folder.
+place that reads them; it accepts a file, a run folder or a shipped model's name.
+
+Depends on: models (to rebuild the network), preprocess, shipped, files.
 """
 
 from __future__ import annotations
@@ -18,14 +20,8 @@ from torch import nn
 from .files import atomic_path
 from .models import build_model
 from .preprocess import Preprocessing
+from .shipped import bundled_path
 
-WEIGHTS = Path(__file__).parent / "weights"
-BUNDLED_MODEL = WEIGHTS / "ferlab-fer2013.pt"
-# The fast model: a small student distilled from the bundled one, and its int8 ONNX export.
-BUNDLED_FAST = WEIGHTS / "ferlab-fer2013-fast.pt"
-BUNDLED_FAST_INT8 = WEIGHTS / "ferlab-fer2013-fast-int8.onnx"
-# Names that stand for the shipped models wherever a checkpoint path is accepted.
-BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "fast": BUNDLED_FAST, "fast-int8": BUNDLED_FAST_INT8}
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
 
@@ -85,25 +81,6 @@ def checkpoint_dict(
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
-
-
-def default_model_path() -> Path:
-    if not BUNDLED_MODEL.exists():
-        raise FileNotFoundError(
-            f"no bundled model in this install ({BUNDLED_MODEL}); pass a checkpoint or run folder"
-        )
-    return BUNDLED_MODEL
-
-
-def bundled_path(name: str | Path) -> Path | None:
-    """The file behind a shipped model's name (bundled, fast, fast-int8), unless a real
-    file or folder of that name exists; None for anything else."""
-    if str(name) not in BUNDLED_NAMES or Path(name).exists():
-        return None
-    path = BUNDLED_NAMES[str(name)]
-    if not path.exists():
-        raise CheckpointError(f"no {name!s} model in this install ({path})")
-    return path
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -1,4 +1,10 @@
-"""The `ferlab` command line: each command parses options and calls one library function."""
+"""The `ferlab` command line: each command parses options and calls one library function.
+
+The library is imported inside each command, so `ferlab --help` and a prediction
+never pay for the training, study or serving code.
+
+Depends on: Typer; every library module, imported inside the command that uses it.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,6 @@ app = typer.Typer(
     help="ferlab: train, tune, evaluate and serve facial-expression CNNs (FER2013).",
 )
 
-NO_CHECKPOINT = "no checkpoint given: pass a checkpoint file or run folder (e.g. runs/NAME/best.pt)"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -27,15 +32,10 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
-    from .models.registry import ModelConfigError
-    from .sweep import SweepError
-    from .train import RunError
-
-    return (CheckpointError, ConfigError, DataError, ModelConfigError, RunError, SweepError, ValueError,
-            FileNotFoundError)
+    # Every error type a user can cause; each carries a message naming the file, field
+    # or limit. ValueError covers ConfigError, DataError, CheckpointError, SweepError,
+    # ModelConfigError and RunError (all subclasses of it).
+    return (ValueError, FileNotFoundError)
 
 
 def _run(fn, *args, **kwargs):
@@ -68,7 +68,7 @@ def prepare(
     classes: Annotated[str, typer.Option("--classes", help="image folders: fer2013 | folders (your own classes) | NAME,NAME,...")] = "fer2013",
 ) -> None:
     """Read a FER2013 source (or your own class folders) once and write a compact cache."""
-    from .data import load_dataset, save_cache
+    from .data import format_counts, load_dataset, save_cache
 
     if out.suffix != ".npz":
         _fail(f"{out}: the cache must be a .npz file")
@@ -77,17 +77,8 @@ def prepare(
     save_cache(data, out)
     for line in report.lines():
         typer.echo(line)
-    typer.echo(_counts_table(data))
+    typer.echo(format_counts(data))
     typer.echo(f"wrote {out} ({len(data):,} images)")
-
-
-def _counts_table(data) -> str:
-    names = data.class_names
-    head = f"{'split':<14}" + "".join(f"{n[:9]:>10}" for n in names) + f"{'total':>10}"
-    rows = [head, "-" * len(head)]
-    for split, counts in data.class_counts().items():
-        rows.append(f"{split:<14}" + "".join(f"{c:>10,}" for c in counts) + f"{sum(counts):>10,}")
-    return "\n".join(rows)
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -112,7 +103,7 @@ def train(
     train/ and val/ folders of those); the class names travel in the checkpoint.
     """
     from .config import load_config
-    from .train import train as run_training
+    from .training import train as run_training
 
     flags = [f"data.source={data}"]
     for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size),
@@ -142,7 +133,7 @@ def speedrun(
     """Train within a time budget (schedule fitted to it); print minutes to 55/60/63/65/68/70%."""
     from .config import load_config
     from .speedrun import speedrun as run_speedrun
-    from .train import default_run_dir
+    from .training import default_run_dir
 
     flags = [f"data.source={data}"] + ([f"train.seed={seed}"] if seed is not None else [])
     cfg = _run(load_config, config, [*(overrides or []), *flags])
@@ -173,7 +164,7 @@ def sweep(
 ) -> None:
     """Tuning study: the seed's one-at-a-time sweeps, grids or Optuna TPE; resumable and parallel."""
     from .config import load_config
-    from .sweep import SweepSpec, build_stages, run_sweep, seed_study_stages
+    from .study import SweepSpec, build_stages, run_sweep, seed_study_stages, write_report
 
     flags = [f"data.source={data}"]
     for key, value in (("train.epochs", epochs), ("data.limit", limit), ("train.budget_minutes", budget_minutes)):
@@ -191,6 +182,7 @@ def sweep(
     spec = SweepSpec(base, stages, study or Path("studies") / name, seeds=seeds, storage=storage,
                      name=name, prune=prune, carry_forward=bool(preset))
     _run(run_sweep, spec, workers)
+    _run(write_report, spec, typer.echo)
 
 
 @app.command()
@@ -206,41 +198,14 @@ def evaluate(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images in a raw source")] = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix; saves JSON and a heatmap."""
-    from .checkpoint import load_checkpoint
-    from .data import load_dataset
-    from .evaluate import evaluate as run_eval
-    from .evaluate import format_report, write_report
-    from .runtime import Runtime
+    from .evaluation import evaluate_source, format_report
 
-    if checkpoint is None:
-        from .recognizer import default_model_path
-
-        try:
-            checkpoint = default_model_path()
-        except FileNotFoundError as e:
-            _fail(f"{e}; {NO_CHECKPOINT}")
-    if not data:
-        _fail("--data is required: the cache or source holding the split to score")
-    runtime = _run(Runtime.create, device, precision)
-    from .checkpoint import WEIGHTS, bundled_path
-
-    checkpoint = _run(bundled_path, checkpoint) or checkpoint
-    if Path(checkpoint).suffix == ".onnx":  # e.g. an int8 export: score what will be deployed
-        from .recognizer import OnnxClassifier
-
-        loaded = _run(OnnxClassifier, checkpoint)
-    else:
-        loaded = _run(load_checkpoint, checkpoint, runtime.device)
-    # An image folder is read with the model's own class names (fer2013 or yours).
-    dataset, _ = _run(load_dataset, data, skip_bad=skip_bad, classes=loaded.class_names)
-    result = _run(run_eval, loaded, dataset, split, runtime=runtime, tta=tta)
-    if out is None:  # never write into the installed package
-        out = Path(".") if loaded.path.resolve().parent == WEIGHTS.resolve() else loaded.path.parent
-    json_path, png = write_report(result, out)
+    result, model, json_path, png = _run(evaluate_source, checkpoint, data, split, tta=tta, device=device,
+                                         precision=precision, skip_bad=skip_bad, out=out)
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        typer.echo(f"model: {loaded.description}")
+        typer.echo(f"model: {model.description}")
         typer.echo(format_report(result))
         typer.echo(f"saved {json_path} and {png}")
 
@@ -251,20 +216,8 @@ def _recognizer(model, **kwargs):
 
     try:
         return EmotionRecognizer(model, **kwargs)
-    except FileNotFoundError as e:
-        _fail(f"{e}; {NO_CHECKPOINT}" if model is None else str(e))
-    except (RuntimeError, *_user_errors()) as e:
+    except (RuntimeError, *_user_errors()) as e:  # RuntimeError: no such device, no detector
         _fail(str(e))
-
-
-def _looks_like_model(path: str) -> bool:
-    from .checkpoint import BUNDLED_NAMES
-
-    p = Path(path)
-    if path in BUNDLED_NAMES and not p.exists():  # a shipped model's name: bundled, fast, fast-int8
-        return True
-    return p.suffix in (".pt", ".pth", ".onnx") or (
-        p.is_dir() and any((p / n).exists() for n in ("best.pt", "last.pt")))
 
 
 @app.command()
@@ -281,9 +234,9 @@ def predict(
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
 ) -> None:
     """Faces and emotions in photos and videos (OpenCV face detection), or in face crops."""
-    from .predict import expand_inputs, format_csv, format_table, predict_files
-    model = inputs[0] if inputs and _looks_like_model(inputs[0]) else None
-    paths = inputs[1:] if model else inputs
+    from .predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
+
+    model, paths = split_model_argument(inputs)
     if not paths:
         _fail("no images given")
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
@@ -322,49 +275,11 @@ def export(
     `--int8 --calibration-data fer.npz` writes an int8 ONNX model (2-3x faster on CPUs
     with VNNI); score it with `ferlab evaluate model-int8.onnx --data fer.npz`.
     """
-    from .checkpoint import load_checkpoint, slim_checkpoint
-    from .export import export_onnx
-    from .recognizer import default_model_path
+    from .export import export_model
 
-    if int8 and (out.suffix != ".onnx" or not calibration_data):
-        _fail("--int8 writes a .onnx file and needs --calibration-data (a cache or source of faces)")
-    if checkpoint is None:
-        try:
-            checkpoint = default_model_path()
-        except FileNotFoundError as e:
-            _fail(str(e))
-    loaded = _run(load_checkpoint, checkpoint)
-    if tta is not None:
-        from .inference import TTA_MODES
-
-        if tta not in TTA_MODES:
-            _fail(f"--tta must be one of {', '.join(TTA_MODES)}")
-        loaded.meta["tta"] = tta
-    if out.suffix in (".pt", ".pth"):
-        path = _run(slim_checkpoint, loaded.path, out, tta)
-    elif out.suffix == ".onnx" and int8:
-        path = _export_int8(loaded, out, calibration_data, calibration_images)
-    elif out.suffix == ".onnx":
-        path = export_onnx(loaded, out)
-    else:
-        _fail(f"{out}: choose a .onnx or .pt output")
-    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {loaded.description}")
-
-
-def _export_int8(loaded, out: Path, source: str, n: int) -> Path:
-    import tempfile
-
-    from .data import load_dataset, stratified_subset
-    from .export import export_onnx, quantize_onnx
-
-    data, _ = _run(load_dataset, source, classes=loaded.class_names)
-    part = data.split("Training") if "Training" in data.split_names else data
-    faces = part.images[_run(stratified_subset, part.labels, n, 0)]
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(loaded, Path(tmp) / "fp32.onnx")
-        path = _run(quantize_onnx, fp32, out, faces)
-    typer.echo(f"calibrated on {len(faces)} faces from {source}")
-    return path
+    path, source = _run(export_model, checkpoint, out, tta=tta, int8=int8, calibration_data=calibration_data,
+                        calibration_images=calibration_images, log=typer.echo)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {source}")
 
 
 @app.command()
@@ -388,21 +303,15 @@ def demo(
     model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8")] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
-    from PIL import Image
-
-    from .faces import draw_faces
-    from .files import atomic_path
-    from .recognizer import SAMPLE_PHOTO, as_rgb_array
+    from .predict import run_demo
+    from .shipped import SAMPLE_PHOTO
 
     recognizer = _recognizer(model)
-    rgb = as_rgb_array(SAMPLE_PHOTO)
-    faces = recognizer.detect_emotions(rgb)
+    faces = _run(run_demo, recognizer, out)
     typer.echo(f"{SAMPLE_PHOTO.name} (NASA, public domain): {len(faces)} face(s); model {recognizer.classifier.description}")
     for face in faces:
         probs = ", ".join(f"{k} {v:.2f}" for k, v in sorted(face["probabilities"].items(), key=lambda kv: -kv[1]))
         typer.echo(f"  box {face['box']}: {face['emotion']}  ({probs})")
-    with atomic_path(out) as tmp:
-        Image.fromarray(draw_faces(rgb, faces)).save(tmp)
     typer.echo(f"wrote {out}")
 
 

@@ -5,6 +5,8 @@ saves its resolved config as `config.yaml` beside its results, so any figure can
 be reproduced from its run folder. The `model` section is `name` plus that
 model's own keyword arguments (checked against the registry when the model is
 built), so new architectures need no change here.
+
+Depends on: augment (its section's dataclass), files; PyYAML.
 """
 
 from __future__ import annotations

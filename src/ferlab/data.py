@@ -12,6 +12,8 @@ Sources (see `load_dataset`):
 
 Everything becomes a `FerData`: uint8 images (N, 48, 48), integer labels in
 FER2013 order (`labels.EMOTIONS`), a split name and the original id per image.
+
+Depends on: files, labels, preprocess (decoding and resizing); numpy.
 """
 
 from __future__ import annotations
@@ -24,13 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .files import atomic_path
 from .labels import EMOTIONS, NUM_CLASSES, emotion_id, known_folder_names
 from .preprocess import IMAGE_SIZE, load_image, to_gray48
 
 CACHE_FORMAT = 1
-SPLIT_ORDER = ("Training", "PublicTest", "PrivateTest")
+# Split names, in one place. FER2013's three, in their order:
+TRAIN_SPLIT = "Training"
+SPLIT_ORDER = (TRAIN_SPLIT, "PublicTest", "PrivateTest")
+# What 'auto' means: validation selects models (PublicTest, else a generic name) ...
+VAL_SPLITS = ("PublicTest", "test", "val", "valid", "validation")
+# ... and evaluation reports the blind test first.
+EVAL_SPLITS = ("PrivateTest", "PublicTest", "test", "val", "valid", "validation")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm"}
 # The seed's array files and the FER2013 split each one holds.
 ARRAY_SPLITS = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -149,7 +158,7 @@ def load_dataset(
     source: str | Path,
     *,
     skip_bad: bool = False,
-    split_name: str = "Training",
+    split_name: str = TRAIN_SPLIT,
     progress: bool = False,
     classes: str | Sequence[str] = "fer2013",
 ) -> tuple[FerData, LoadReport]:
@@ -370,7 +379,7 @@ def _strip_common_root(names: list[str]) -> dict[str, list[str]]:
 def _split_of_folder(name: str) -> str | None:
     key = name.lower()
     if key in ("train", "training"):
-        return "Training"
+        return TRAIN_SPLIT
     if key in ("test", "val", "valid", "validation", "publictest", "privatetest"):
         return {"publictest": "PublicTest", "privatetest": "PrivateTest"}.get(key, key)
     return None
@@ -387,8 +396,6 @@ def _iter_progress(items: list[str], progress: bool, desc: str) -> Iterator[str]
     if not progress:
         yield from items
         return
-    from tqdm import tqdm
-
     yield from tqdm(items, desc=desc, unit="img", leave=False)
 
 
@@ -498,3 +505,13 @@ def holdout_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     stratify = labels if counts[counts > 0].min() >= 2 and n_val >= np.count_nonzero(counts) else None
     tr, va = train_test_split(index, test_size=n_val, stratify=stratify, random_state=seed)
     return np.sort(tr), np.sort(va)
+
+
+def format_counts(data: FerData) -> str:
+    """Images per split and class, as a table."""
+    names = data.class_names
+    head = f"{'split':<14}" + "".join(f"{n[:9]:>10}" for n in names) + f"{'total':>10}"
+    rows = [head, "-" * len(head)]
+    for split, counts in data.class_counts().items():
+        rows.append(f"{split:<14}" + "".join(f"{c:>10,}" for c in counts) + f"{sum(counts):>10,}")
+    return "\n".join(rows)

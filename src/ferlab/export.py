@@ -5,6 +5,12 @@ QDQ format, per-channel weights), calibrated on real faces: on CPUs with VNNI
 (AVX-512 or AVX-VNNI) that runs the convolutions on int8 units, 2-3x faster.
 Quantization changes the outputs slightly; score the result with
 `ferlab evaluate model-int8.onnx --data ...` before relying on it.
+
+`export_model` is what `ferlab export` runs: any PyTorch model reference to a slim
+.pt, an ONNX file or an int8 ONNX file.
+
+Depends on: checkpoint, classifier, data (calibration faces), files, inference,
+preprocess; onnx and onnxruntime's quantization tools.
 """
 
 from __future__ import annotations
@@ -15,18 +21,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from .checkpoint import LoadedModel
+from .checkpoint import LoadedModel, slim_checkpoint
+from .classifier import ONNX_METADATA_KEY as METADATA_KEY
+from .classifier import load_classifier, require_torch
+from .data import TRAIN_SPLIT, load_dataset, stratified_subset
 from .files import atomic_path
-
-METADATA_KEY = "ferlab"
+from .inference import check_tta
+from .preprocess import Preprocessing, preprocess
 
 
 def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
     """Write `loaded` as ONNX: input (batch, 1, 48, 48) preprocessed floats -> logits."""
-    import onnx
-
     model = loaded.model.to("cpu").float().eval()
     size = loaded.preprocessing.image_size
     example = torch.zeros(1, 1, size, size)
@@ -58,12 +68,6 @@ def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
 def quantize_onnx(fp32_path: str | Path, out: str | Path, faces: np.ndarray,
                   batch_size: int = 64) -> Path:
     """int8 copy of a ferlab ONNX model; `faces` (N, 48, 48) uint8 calibrate the activations."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .preprocess import Preprocessing, preprocess
-
     proto = onnx.load(str(fp32_path))
     entries = {e.key: e.value for e in proto.metadata_props}
     if METADATA_KEY not in entries:
@@ -97,3 +101,44 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, faces: np.ndarray,
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.save(q, str(target))
     return out
+
+
+def calibration_faces(source: str, class_names: tuple[str, ...], n: int) -> np.ndarray:
+    """A stratified random subset of `n` faces from a source's training split (all of it
+    where there is none)."""
+    data, _ = load_dataset(source, classes=class_names)
+    part = data.split(TRAIN_SPLIT) if TRAIN_SPLIT in data.split_names else data
+    return part.images[stratified_subset(part.labels, n, 0)]
+
+
+def export_model(
+    ref: str | Path | None,
+    out: str | Path,
+    *,
+    tta: str | None = None,
+    int8: bool = False,
+    calibration_data: str | None = None,
+    calibration_images: int = 1000,
+    log=print,
+) -> tuple[Path, str]:
+    """Export a PyTorch model (checkpoint, run folder or shipped name; None = bundled) to a
+    slim `.pt`, an ONNX file, or with `int8` a quantized ONNX file; returns (path, source)."""
+    out = Path(out)
+    if out.suffix not in (".onnx", ".pt", ".pth"):
+        raise ValueError(f"{out}: choose a .onnx or .pt output")
+    if int8 and (out.suffix != ".onnx" or not calibration_data):
+        raise ValueError("--int8 writes a .onnx file and needs --calibration-data "
+                         "(a cache or source of faces)")
+    loaded = require_torch(load_classifier(ref, device="cpu", precision="fp32"), "export").loaded
+    if check_tta(tta, "--tta") is not None:
+        loaded.meta["tta"] = tta
+    if out.suffix in (".pt", ".pth"):
+        return slim_checkpoint(loaded.path, out, tta), loaded.description
+    if not int8:
+        return export_onnx(loaded, out), loaded.description
+    faces = calibration_faces(calibration_data, loaded.class_names, calibration_images)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(loaded, Path(tmp) / "fp32.onnx")
+        path = quantize_onnx(fp32, out, faces)
+    log(f"calibrated on {len(faces)} faces from {calibration_data}")
+    return path, loaded.description

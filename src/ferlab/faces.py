@@ -4,6 +4,8 @@ Detection uses the Haar cascade that opencv-python-headless 4.x ships
 (`cv2.data.haarcascades`); OpenCV 5 dropped both, hence the `<5` pin. A crop is
 the detected square grown by a margin, because FER2013 faces include some
 forehead and chin around the detector's tight box.
+
+Depends on: OpenCV, numpy.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
@@ -37,8 +40,6 @@ class FaceDetector:
         min_neighbors: int = 5,
         min_size: float = 0.05,  # smallest face side as a share of the image's shorter side
     ):
-        import cv2
-
         if not hasattr(cv2, "CascadeClassifier"):
             raise RuntimeError(
                 "this OpenCV has no CascadeClassifier (OpenCV 5 removed it); "
@@ -69,8 +70,6 @@ def crop_face(gray: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray
 
 
 def to_gray(rgb_or_gray: np.ndarray) -> np.ndarray:
-    import cv2
-
     if rgb_or_gray.ndim == 2:
         return rgb_or_gray
     if rgb_or_gray.shape[2] == 4:
@@ -80,8 +79,6 @@ def to_gray(rgb_or_gray: np.ndarray) -> np.ndarray:
 
 def draw_faces(rgb: np.ndarray, faces: list[dict]) -> np.ndarray:
     """A copy of an RGB image with each face's box and 'emotion 87%' label drawn."""
-    import cv2
-
     out = np.ascontiguousarray(rgb.copy())
     if out.ndim == 2:
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)

@@ -1,4 +1,7 @@
-"""Atomic file writes: nothing half-written is ever left where a user would find it."""
+"""Atomic file writes: nothing half-written is ever left where a user would find it.
+
+Depends on: the standard library.
+"""
 
 from __future__ import annotations
 

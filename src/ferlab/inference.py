@@ -1,27 +1,44 @@
-"""Batched class probabilities from uint8 faces, with optional test-time augmentation.
+"""Class probabilities from uint8 faces, with test-time augmentation (TTA): one implementation.
 
-Used by validation during training, `evaluate`, `predict` and the server, so all
-of them see the same preprocessing and the same TTA.
+Training's validation, `evaluate`, `predict`, the server and the ONNX Runtime
+classifier all come through `tta_logits_and_probs`, so every one of them sees the
+same preprocessing, the same TTA views and the same averaging. A backend only
+supplies a *forward*: a function from a preprocessed float batch (N, 1, H, W) to
+fp32 logits (N, classes) - a PyTorch module here, an ONNX Runtime session in
+`classifier.py`.
+
+Depends on: preprocess, runtime, config (for the error type); torch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ConfigError
 from .preprocess import Preprocessing, preprocess
 from .runtime import Runtime
 
 TTA_MODES = ("none", "flip", "tencrop")
 TENCROP_FRACTION = 0.9  # crop side as a share of the image; each crop is resized back
 
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_tta(mode: str | None, name: str = "tta") -> str | None:
+    """The one check of a TTA setting; `name` is the field or option named in the error."""
+    if mode is not None and mode not in TTA_MODES:
+        raise ConfigError(f"{name} must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    return mode
+
 
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """Views of a preprocessed batch (N, C, H, W) whose predictions are averaged."""
-    if mode == "none":
-        return [x]
+    check_tta(mode)
     if mode == "flip":
         return [x, x.flip(-1)]
     if mode == "tencrop":
@@ -34,30 +51,60 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
             for t, lft in zip(tops, lefts)
         ]
         return crops + [c.flip(-1) for c in crops]
-    raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {mode!r}")
+    return [x]
 
 
 @torch.no_grad()
-def logits_and_probs(
-    model: nn.Module,
-    images: torch.Tensor,
-    pp: Preprocessing,
-    runtime: Runtime,
-    tta: str = "none",
+def tta_logits_and_probs(
+    forward: Forward, x: torch.Tensor, tta: str = "none"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of uint8 images on the device -> (mean logits, mean probabilities), fp32."""
-    x = preprocess(images, pp)
+    """A preprocessed batch -> (mean logits, mean probabilities) over the TTA views, fp32."""
     logits, probs = 0.0, 0.0
     views = tta_views(x, tta)
     for view in views:
-        with runtime.autocast():
-            out = model(runtime.memory_format(view)).float()
+        out = forward(view).float()
         logits = logits + out
         probs = probs + out.softmax(1)
     return logits / len(views), probs / len(views)
 
 
+def torch_forward(model: nn.Module, runtime: Runtime) -> Forward:
+    """A PyTorch module as a forward: autocast and memory format as the runtime says."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with runtime.autocast():
+            return model(runtime.memory_format(x)).float()
+
+    return forward
+
+
+def logits_and_probs(
+    model: nn.Module, images: torch.Tensor, pp: Preprocessing, runtime: Runtime, tta: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of uint8 images on the device -> (mean logits, mean probabilities), fp32."""
+    return tta_logits_and_probs(torch_forward(model, runtime), preprocess(images, pp), tta)
+
+
 @torch.no_grad()
+def batched_proba(
+    forward: Forward,
+    images: np.ndarray | torch.Tensor,
+    pp: Preprocessing,
+    num_classes: int,
+    *,
+    tta: str = "none",
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """uint8 faces (N, H, W) -> probabilities (N, classes) as numpy, `batch_size` at a time."""
+    images = torch.as_tensor(images)
+    out = [
+        tta_logits_and_probs(forward, preprocess(images[i : i + batch_size].to(device), pp), tta)[1].cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0, num_classes), np.float32)
+
+
 def predict_proba(
     model: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -65,18 +112,13 @@ def predict_proba(
     runtime: Runtime,
     batch_size: int = 1024,
     tta: str = "none",
+    num_classes: int = 0,
 ) -> np.ndarray:
-    """uint8 faces (N, 48, 48) -> probabilities (N, classes) as numpy."""
+    """A PyTorch model's probabilities for uint8 faces, in eval mode (its mode is restored)."""
     was_training = model.training
     model.eval()
-    images = torch.as_tensor(images)
-    out = []
     try:
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size].to(runtime.device, non_blocking=True)
-            out.append(logits_and_probs(model, batch, pp, runtime, tta)[1].cpu())
+        return batched_proba(torch_forward(model, runtime), images, pp, num_classes, tta=tta,
+                             batch_size=batch_size, device=runtime.device)
     finally:
         model.train(was_training)
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return torch.cat(out).numpy()

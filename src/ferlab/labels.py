@@ -3,6 +3,8 @@
 FER2013's `emotion` column uses these ids. The seed report (and many peers) got
 ids 4-6 wrong or took the order from alphabetical folder names; every mapping in
 ferlab goes through this module instead.
+
+Depends on: nothing.
 """
 
 from __future__ import annotations

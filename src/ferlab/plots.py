@@ -1,6 +1,10 @@
 """Figures: the seed's `plot_loss_acc` curves and a confusion-matrix heatmap (PNG).
 
-Matplotlib runs on the Agg backend so plotting works on servers and in CI.
+Figures are made with matplotlib's object API (`Figure`, no pyplot), which renders
+PNGs without any GUI backend: nothing global is switched, so importing ferlab
+never changes a notebook's or an application's matplotlib backend.
+
+Depends on: files; matplotlib, numpy.
 """
 
 from __future__ import annotations
@@ -9,28 +13,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .files import atomic_path  # noqa: E402
+from .files import atomic_path
 
 
 def _save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     return path
 
 
 def plot_loss_acc(history: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Training and validation loss (left) and accuracy (right) per epoch, as in the seed."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, [h[key] for h in history], "o-", ms=3, label=f"train {label}")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", ms=3, label=f"val {label}")
@@ -56,7 +58,8 @@ def plot_confusion_matrix(
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
     k = len(class_names)
-    fig, axes = plt.subplots(1, 2, figsize=(6 + 1.2 * k, 0.6 * k + 2))
+    fig = Figure(figsize=(6 + 1.2 * k, 0.6 * k + 2))
+    axes = fig.subplots(1, 2)
     for ax, values, fmt, name in ((axes[0], cm, "d", "counts"), (axes[1], norm, ".2f", "row-normalised")):
         im = ax.imshow(values, cmap="Blues")
         ax.set_xticks(range(k), class_names, rotation=45, ha="right")
@@ -81,10 +84,11 @@ def plot_loss_acc_of_multiple_parameters(
     histories: dict[str, Sequence[dict[str, Any]]], path: str | Path, title: str = ""
 ) -> Path:
     """The seed's sweep figure: train/val loss and accuracy of every value of one parameter."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2, sharex=True)
     panels = (("loss", axes[0, 0]), ("val_loss", axes[0, 1]), ("accuracy", axes[1, 0]),
               ("val_accuracy", axes[1, 1]))
-    colours = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(histories))))
+    colours = colormaps["viridis"](np.linspace(0, 0.9, max(1, len(histories))))
     for (label, history), colour in zip(histories.items(), colours):
         epochs = [h["epoch"] for h in history]
         for key, ax in panels:

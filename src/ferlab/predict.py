@@ -3,6 +3,9 @@
 Inputs are expanded (folders -> the images and videos inside, globs -> matches),
 each photo goes through `EmotionRecognizer.detect_emotions`, each video through
 `predict_video`. A file that cannot be read is reported and the rest still run.
+
+Depends on: data (image extensions), faces (drawing), files, preprocess (decoding),
+shipped, video; PIL.
 """
 
 from __future__ import annotations
@@ -14,10 +17,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .data import IMAGE_EXTENSIONS
+from .faces import draw_faces
+from .files import atomic_path
+from .preprocess import as_rgb_array
+from .shipped import BUNDLED_NAMES, SAMPLE_PHOTO
 from .video import VIDEO_EXTENSIONS, predict_video
 
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | {".webp", ".bmp"}
+
+
+def looks_like_model(path: str) -> bool:
+    """Whether `ferlab predict`'s first argument names a model rather than an image."""
+    p = Path(path)
+    if path in BUNDLED_NAMES and not p.exists():  # a shipped model's name: bundled, fast, fast-int8
+        return True
+    return p.suffix in (".pt", ".pth", ".onnx") or (
+        p.is_dir() and any((p / n).exists() for n in ("best.pt", "last.pt")))
+
+
+def split_model_argument(inputs: list[str]) -> tuple[str | None, list[str]]:
+    """(model reference or None, the image/video inputs)."""
+    if inputs and looks_like_model(inputs[0]):
+        return inputs[0], inputs[1:]
+    return None, list(inputs)
+
+
+def save_annotated(rgb, faces: list[dict[str, Any]], out: Path) -> Path:
+    """A copy of the image with boxes and labels, written atomically."""
+    with atomic_path(out) as tmp:
+        Image.fromarray(draw_faces(rgb, faces)).save(tmp)
+    return out
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -54,10 +86,6 @@ def predict_files(
     every: int = 1,
     progress: bool = False,
 ) -> PredictResult:
-    from .faces import draw_faces
-    from .files import atomic_path
-    from .recognizer import as_rgb_array
-
     result = PredictResult()
     for path in files:
         try:
@@ -71,12 +99,8 @@ def predict_files(
             faces = recognizer.detect_emotions(rgb)
             result.photos.append({"source": str(path), "faces": faces})
             if annotate_dir is not None:
-                from PIL import Image
-
                 suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-                out = annotate_dir / f"{path.stem}_annotated{suffix}"
-                with atomic_path(out) as tmp:
-                    Image.fromarray(draw_faces(rgb, faces)).save(tmp)
+                save_annotated(rgb, faces, annotate_dir / f"{path.stem}_annotated{suffix}")
         except Exception as e:  # any unreadable input is reported; the others still run
             result.errors.append(f"{path}: {e}")
     return result
@@ -109,3 +133,11 @@ def format_csv(result: PredictResult, class_names: tuple[str, ...]) -> str:
             writer.writerow([photo["source"], i, *face["box"], face["emotion"],
                              *(f"{face['probabilities'][n]:.5f}" for n in class_names)])
     return buf.getvalue()
+
+
+def run_demo(recognizer: Any, out: Path) -> list[dict[str, Any]]:
+    """Faces and emotions in the bundled public-domain photo; an annotated copy to `out`."""
+    rgb = as_rgb_array(SAMPLE_PHOTO)
+    faces = recognizer.detect_emotions(rgb)
+    save_annotated(rgb, faces, out)
+    return faces

@@ -8,10 +8,14 @@ Two steps, kept apart because they run in different places:
 * `preprocess` turns stored uint8 pixels into the float tensor the network sees.
   Training calls it on the device after augmentation; the parameters travel in
   every checkpoint so inference can never drift from training.
+
+`decode_image` is the one decoder of image files and uploads. Depends on PIL and
+numpy only (torch is imported only when given a tensor).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,16 +42,35 @@ class Preprocessing:
         return cls(**d)
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file, honour its EXIF orientation, and decode it fully now.
+def decode_image(source: str | Path | bytes) -> Image.Image:
+    """Open an image file or in-memory bytes (an upload), honour its EXIF orientation,
+    and decode it fully now.
 
-    Decoding here (not lazily) makes truncated files fail at this call, where
-    the caller can still name the file.
+    The one image decoder: ingest, prediction and the server all come through here.
+    Decoding here (not lazily) makes truncated files fail at this call, where the
+    caller can still name the file.
     """
-    with Image.open(path) as im:
+    raw = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with Image.open(raw) as im:
         im = ImageOps.exif_transpose(im)
         im.load()
         return im.copy()
+
+
+load_image = decode_image  # the name ingest and older callers use for files
+
+
+def as_rgb_array(image: Any) -> np.ndarray:
+    """A path, bytes, PIL image or numpy array (gray, RGB or RGBA) -> uint8 RGB or gray array."""
+    if isinstance(image, (str, Path, bytes, bytearray)):
+        image = decode_image(image)
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("L" if image.mode in ("L", "I;16", "I") else "RGB"))
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        image = float_to_uint8(image)
+    return image
 
 
 def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -97,9 +120,8 @@ def preprocess(images: Any, pp: Preprocessing = Preprocessing()) -> Any:
         if x.ndim == 3:
             x = x[:, None]
         return x * scale - shift
-    import torch
-
-    x = images.float() if images.dtype != torch.float32 else images
+    # A torch tensor (whoever made it imported torch): stays on its device.
+    x = images.float()
     if x.ndim == 3:
         x = x.unsqueeze(1)
     return x * scale - shift

@@ -1,4 +1,7 @@
-"""Where and how tensors run: device choice (cuda > mps > cpu), precision, memory format."""
+"""Where and how tensors run: device choice (cuda > mps > cpu), precision, memory format.
+
+Depends on: torch.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise RuntimeError(f"device {name!r} requested but MPS is not available")
+            raise ValueError(f"device {name!r} requested but MPS is not available")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -7,32 +7,26 @@ The model loads once when the app is made; inference runs in a worker thread
     GET  /api/health   -> {"status": "ok", "model": ..., "classes": [...]}
     GET  /             -> the page (upload, drag-drop or webcam snapshot; boxes, labels, bars)
     GET  /docs         -> OpenAPI docs
+
+Depends on: recognizer (the model), preprocess (the one image decoder); FastAPI, uvicorn.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
+from .preprocess import as_rgb_array
+from .recognizer import EmotionRecognizer
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 DEFAULT_MAX_UPLOAD_MB = 10.0
-
-
-def _decode(data: bytes):
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(data)) as im:
-        im = ImageOps.exif_transpose(im)
-        im.load()
-        return np.asarray(im.convert("RGB"))
 
 
 def create_app(
@@ -43,8 +37,6 @@ def create_app(
     recognizer: Any = None,
 ) -> FastAPI:
     """Build the app around one recognizer (loaded here, once)."""
-    from .recognizer import EmotionRecognizer
-
     recognizer = recognizer or EmotionRecognizer(model, device=device)
     limit = int(max_upload_mb * 1024 * 1024)
     description = recognizer.classifier.description
@@ -72,7 +64,7 @@ def create_app(
         if len(data) > limit:
             raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
         try:
-            rgb = await run_in_threadpool(_decode, data)
+            rgb = await run_in_threadpool(as_rgb_array, data)
         except Exception as e:  # PIL raises several types for undecodable data
             raise HTTPException(400, f"cannot decode {file.filename or 'the upload'} as an image: {e}") from e
         faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
@@ -89,7 +81,5 @@ def create_app(
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, device: str = "auto",
           recognizer: Any = None) -> None:
-    import uvicorn
-
     app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer)
     uvicorn.run(app, host=host, port=port)

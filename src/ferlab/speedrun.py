@@ -1,4 +1,7 @@
-"""`ferlab speedrun`: train within a wall-clock budget and report time to accuracy."""
+"""`ferlab speedrun`: train within a wall-clock budget and report time to accuracy.
+
+Depends on: config, data, evaluation, files, training.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import load_checkpoint
 from .config import Config, replace
+from .data import load_dataset
+from .evaluation import evaluate
 from .files import atomic_write_text
-from .train import train
+from .training import train
 
 THRESHOLDS = (0.55, 0.60, 0.63, 0.65, 0.68, 0.70)
 
@@ -72,10 +78,6 @@ def speedrun(
     if history and out_dir is not None:
         # Per-epoch validation uses the recipe's cheap TTA; the kept model is also scored
         # with ten-crop TTA once, after the budget (not counted in it).
-        from .checkpoint import load_checkpoint
-        from .data import load_dataset
-        from .evaluate import evaluate
-
         loaded = load_checkpoint(Path(out_dir) / "best.pt")
         val_split = loaded.meta.get("val_split", "auto")
         data, _ = load_dataset(cfg.data.source, classes=cfg.data.classes)

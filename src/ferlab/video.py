@@ -1,6 +1,8 @@
 """Emotions through a video: every Nth frame, results streamed to CSV, optional annotated copy.
 
 Frames are read and written one at a time, so memory stays flat however long the video.
+
+Depends on: faces (drawing), files; OpenCV for reading and writing video.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import csv
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import cv2
+from tqdm import tqdm
 
 from .faces import draw_faces
 from .files import atomic_path
@@ -27,8 +32,6 @@ def predict_video(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Write one CSV row per face per processed frame; return a summary."""
-    import cv2
-
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     capture = cv2.VideoCapture(str(path))
@@ -50,8 +53,6 @@ def predict_video(
         stack.callback(lambda: [w.release() for w in writers])
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = stack.enter_context(tqdm(total=total, desc=Path(path).name, unit="frame", leave=False))
         rows = csv.writer(f)
         rows.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *names])

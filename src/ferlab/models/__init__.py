@@ -4,6 +4,8 @@
 checkpoints, sweeps, export). Architectures register themselves with
 `@register_model` in their own module; this package imports each module
 explicitly below, so the registry's contents are visible right here.
+
+Depends on: its own modules (registry, seed_cnn, vgg, transfer, summary).
 """
 
 from . import (

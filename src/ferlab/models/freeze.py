@@ -1,4 +1,7 @@
-"""Frozen layers: helpers shared by transfer-learning bases and `train.finetune`."""
+"""Frozen layers: helpers shared by transfer-learning bases and `train.finetune`.
+
+Depends on: torch.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""A small timm-style registry: name -> builder function with keyword arguments."""
+"""A small timm-style registry: name -> builder function with keyword arguments.
+
+Depends on: torch.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Per block: `layer_num` x (Conv2d 'same' padding + ReLU) with the block's filter
 count, then MaxPool2d(pool_size, strides) with Keras' default 'valid' padding.
 Then Flatten, Dropout, Linear to the classes (softmax lives in the loss).
+
+Depends on: labels, registry; torch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""A Keras-style model summary: layers, output shapes, parameters and MFLOPs."""
+"""A Keras-style model summary: layers, output shapes, parameters and MFLOPs.
+
+Depends on: torch (its FLOP counter).
+"""
 
 from __future__ import annotations
 

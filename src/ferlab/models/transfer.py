@@ -7,6 +7,8 @@ standard ImageNet weight files load unchanged - without importing torchvision.
 machine that is online. The wrapper turns FER's 48x48 grayscale input into what
 ImageNet nets expect (upscaled, three channels, ImageNet normalisation) inside
 the model, so `preprocess()` stays the same for every architecture.
+
+Depends on: labels, freeze, registry; torch (never torchvision).
 """
 
 from __future__ import annotations

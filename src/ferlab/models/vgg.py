@@ -5,6 +5,8 @@ The FER2013 literature's strongest from-scratch single networks are VGG-like
 - stages of 3x3 conv + BN + ReLU, max-pool between stages - but ends in global
 average pooling, so the head stays small and the net is cheap enough to train
 in minutes on two CPU cores.
+
+Depends on: labels, registry; torch.
 """
 
 from __future__ import annotations

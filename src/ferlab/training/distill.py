@@ -1,7 +1,7 @@
 """Knowledge distillation: a small student learns from a trained teacher's soft predictions.
 
-Set `train.teacher` to any ferlab checkpoint ("bundled" = the shipped model). Each
-training batch - after augmentation, so student and teacher see the very same
+Set `train.teacher` to any ferlab model reference ("bundled" = the shipped model).
+Each training batch - after augmentation, so student and teacher see the very same
 pixels - goes through the frozen teacher too, and the loss becomes
 
     (1 - w) * cross_entropy(student, labels) + w * T^2 * KL(teacher_T || student_T)
@@ -11,6 +11,9 @@ with w = `train.distill_weight` and T = `train.distill_temperature` (Hinton et a
 FER2013's labels are noisy (human accuracy ~65%), so a teacher's soft targets
 carry more signal than its one-hot labels: this is how ferlab's small, fast model
 is trained.
+
+Depends on: classifier (loads the teacher like any model), checkpoint (error type),
+preprocess, runtime; torch.
 """
 
 from __future__ import annotations
@@ -19,27 +22,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from .preprocess import Preprocessing
+from ..checkpoint import CheckpointError
+from ..classifier import load_classifier, require_torch
+from ..preprocess import Preprocessing
+from ..runtime import Runtime
 
 
-def load_teacher(ref: str, class_names: tuple[str, ...], pp: Preprocessing, runtime) -> nn.Module:
+def load_teacher(ref: str, class_names: tuple[str, ...], pp: Preprocessing, runtime: Runtime) -> nn.Module:
     """The teacher on the training device, frozen, in eval mode; checked against the data."""
-    loaded: LoadedModel = load_checkpoint(ref)
-    if tuple(loaded.class_names) != tuple(class_names):
+    teacher = require_torch(load_classifier(ref, device="cpu", precision="fp32"), "train.teacher")
+    if tuple(teacher.class_names) != tuple(class_names):
         raise CheckpointError(
-            f"train.teacher {loaded.path}: classes {', '.join(loaded.class_names)} differ from "
+            f"train.teacher {teacher.path}: classes {', '.join(teacher.class_names)} differ from "
             f"the data's ({', '.join(class_names)})"
         )
-    if loaded.preprocessing != pp:
+    if teacher.preprocessing != pp:
         raise CheckpointError(
-            f"train.teacher {loaded.path}: its preprocessing {loaded.preprocessing.to_dict()} "
+            f"train.teacher {teacher.path}: its preprocessing {teacher.preprocessing.to_dict()} "
             f"differs from this run's {pp.to_dict()}"
         )
-    teacher = runtime.prepare_model(loaded.model).eval()
-    for p in teacher.parameters():
+    model = runtime.prepare_model(teacher.model).eval()
+    for p in model.parameters():
         p.requires_grad_(False)
-    return teacher
+    return model
 
 
 def distillation_loss(

@@ -3,6 +3,8 @@
 `evaluate` returns a plain dict (the JSON that `ferlab evaluate --json` prints);
 `write_report` saves it with the confusion-matrix heatmap; `format_report`
 renders the seed's classification-report tables.
+
+Depends on: classifier (any model), data (splits), plots; scikit-learn for the metrics.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .checkpoint import LoadedModel
-from .data import FerData, select_split
+from .classifier import Classifier, as_classifier, load_classifier
+from .data import EVAL_SPLITS, FerData, load_dataset, select_split
 from .files import atomic_write_text
-from .inference import predict_proba
+from .inference import check_tta
 from .plots import plot_confusion_matrix
 from .runtime import Runtime
-
-# Which split `evaluate` reports on when none is named: the blind test first.
-EVAL_FALLBACKS = ("PrivateTest", "PublicTest", "test", "val", "valid", "validation")
+from .shipped import is_shipped
 
 
 def classification_metrics(
@@ -51,37 +52,31 @@ def classification_metrics(
 
 
 def evaluate(
-    loaded: LoadedModel | Any,
+    model: Classifier | LoadedModel | str | Path | None,
     data: FerData,
     split: str = "auto",
     *,
     runtime: Runtime | None = None,
     tta: str | None = None,
-    batch_size: int = 1024,
 ) -> dict[str, Any]:
     """Score a model on one split of `data`. tta=None uses the model's own setting.
 
-    `loaded` is a PyTorch checkpoint (`load_checkpoint`) or an ONNX Runtime classifier
-    (`recognizer.OnnxClassifier`, e.g. an int8 export): anything with class names
-    and, for the latter, `predict_proba(faces, tta)`.
+    `model` is anything `load_classifier` returns (a PyTorch checkpoint or an ONNX
+    export, e.g. the int8 model you deploy), a `load_checkpoint` result, or a model
+    reference (a path, run folder or shipped model's name).
     """
-    if tuple(data.class_names) != tuple(loaded.class_names):
+    classifier = as_classifier(model, runtime)
+    if tuple(data.class_names) != tuple(classifier.class_names):
         raise ValueError(
             f"the data's classes ({', '.join(data.class_names)}) differ from the model's "
-            f"({', '.join(loaded.class_names)})"
+            f"({', '.join(classifier.class_names)})"
         )
-    split = select_split(data, split, EVAL_FALLBACKS, "evaluation")
+    split = select_split(data, split, EVAL_SPLITS, "evaluation")
     part = data.split(split)
-    if isinstance(loaded, LoadedModel):
-        runtime = runtime or Runtime.create()
-        loaded.model.to(runtime.device)
-        tta = loaded.meta.get("tta", "none") if tta is None else tta
-        probs = predict_proba(loaded.model, part.images, loaded.preprocessing, runtime, batch_size, tta)
-    else:
-        tta = loaded.tta if tta is None else tta
-        probs = loaded.predict_proba(part.images, tta)
-    result = {"split": split, "checkpoint": str(loaded.path), "tta": tta}
-    result.update(classification_metrics(part.labels, probs.argmax(1), loaded.class_names))
+    tta = classifier.tta if tta is None else check_tta(tta, "--tta")
+    probs = classifier.predict_proba(part.images, tta)
+    result = {"split": split, "checkpoint": str(classifier.path), "tta": tta}
+    result.update(classification_metrics(part.labels, probs.argmax(1), classifier.class_names))
     return result
 
 
@@ -124,3 +119,30 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
         f"{result['split']}: accuracy {result['accuracy']:.4f}",
     )
     return json_path, png
+
+
+def evaluate_source(
+    ref: str | Path | None,
+    source: str,
+    split: str = "auto",
+    *,
+    tta: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    skip_bad: bool = False,
+    out: str | Path | None = None,
+) -> tuple[dict[str, Any], Classifier, Path, Path]:
+    """What `ferlab evaluate` runs: load any model reference, read `source` with the model's
+    class names, score `split`, and save the report beside the model (for a shipped model,
+    in the current folder). Returns (result, classifier, json path, heatmap path)."""
+    if not source:
+        raise ValueError("--data is required: the cache or source holding the split to score")
+    check_tta(tta, "--tta")
+    classifier = load_classifier(ref, device, precision)
+    # An image folder is read with the model's own class names (fer2013 or yours).
+    data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
+    result = evaluate(classifier, data, split, tta=tta)
+    if out is None:  # never write into the installed package
+        out = Path(".") if is_shipped(classifier.path) else classifier.path.parent
+    json_path, png = write_report(result, out)
+    return result, classifier, json_path, png

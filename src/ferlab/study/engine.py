@@ -1,27 +1,27 @@
-"""Tuning studies: the seed's one-at-a-time sweeps, grids and Optuna search, resumable and parallel.
+"""Running a study: Optuna storage, workers that pop trials, heartbeats, retries.
 
-A study is a list of *stages*. Each stage is one Optuna study in one storage (an
-SQLite file beside the study by default, or any URL such as PostgreSQL, so
-workers on many machines share it). A trial trains one *point* (a set of config
-overrides) once per seed, each seed a full run folder, and scores the point by
-its mean best validation accuracy.
-
-* one-at-a-time (`oat`) and `grid` stages know their points up front: the first
-  worker to create the stage enqueues them, and every worker pops waiting trials
-  (an atomic update in the storage), so no point runs twice.
+* The worker that creates a stage (Optuna's create_study is the election) enqueues
+  its points; every worker pops waiting trials (an atomic update in the storage),
+  so no point runs twice.
 * `tpe` stages sample points with Optuna's TPE sampler up to `n_trials`.
 * A worker sends heartbeats while it trains; a trial whose worker died (kill -9,
   a lost machine) goes stale, is marked failed, and Optuna's retry callback puts
   it back in the queue, so rerunning the command finishes the study.
-* The seed-study preset runs the seed's sweeps in order, each stage starting from
-  the values the previous stages chose.
+* With `carry_forward` (the seed-study preset) each stage starts from the values
+  the earlier stages chose.
+
+`run_sweep` runs (or resumes, or joins) a study; the caller writes the report
+(`study.report.write_report`).
+
+Depends on: config, data, models (error type), training, and spec; Optuna.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import multiprocessing as mp
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -30,135 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+import torch
 import yaml
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
 
-from .config import Config, ConfigError, apply_overrides, to_dict
-from .files import atomic_write_text
+from ..config import Config, ConfigError, apply_overrides
+from ..data import load_dataset
+from ..files import atomic_write_text
+from ..models.registry import ModelConfigError
+from ..training import train
+from .spec import Stage, SweepError, SweepSpec, describe, fit_filters, overrides, point_label
 
-# The seed report's sweeps, in its order; each point is a set of dotted overrides.
-SEED_FILTERS = [32, 64, 128, 256, 512]
-SEED_STUDY: list[tuple[str, list[dict[str, Any]]]] = [
-    ("block_num", [{"model.block_num": n, "model.filters_in_each_block": SEED_FILTERS[:n]}
-                   for n in range(1, 6)]),
-    ("layer_num", [{"model.layer_num": n} for n in range(1, 6)]),
-    ("filters_in_each_block", [{"model.filters_in_each_block": [f * 2**i for i in range(5)]}
-                               for f in (16, 32, 64, 128)]),
-    ("kernel_size", [{"model.kernel_size": k} for k in range(2, 6)]),
-    ("pool_size", [{"model.pool_size": p, "model.strides": 2} for p in range(2, 5)]),
-    ("dropout_rate", [{"model.dropout_rate": round(0.1 * d, 1)} for d in range(6)]),
-    ("batch_size", [{"train.batch_size": b} for b in (128, 256, 512, 1024)]),
-]
-SEED_CHOICES = {"block_num": 4, "layer_num": 2, "filters_in_each_block": [64, 128, 256, 512],
-                "kernel_size": 3, "pool_size": 4, "dropout_rate": 0.2, "batch_size": 256}
-
-
-class SweepError(ValueError):
-    pass
-
-
-# --------------------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str  # also the parameter a one-at-a-time stage varies
-    kind: str  # oat | grid | tpe
-    points: tuple[dict[str, Any], ...] = ()  # oat / grid
-    space: tuple[tuple[str, Any], ...] = ()  # tpe: (dotted key, list of choices | (low, high, log))
-    n_trials: int = 20
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    base: Config
-    stages: tuple[Stage, ...]
-    study_dir: Path
-    seeds: int = 1
-    storage: str | None = None  # default: sqlite:///<study_dir>/study.db
-    name: str = "study"
-    prune: bool = False
-    carry_forward: bool = False  # seed-study: each stage starts from the earlier choices
-
-    @property
-    def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """`model.kernel_size=2,3,4,5` or `=[2,3]` -> choices; `train.lr=1e-4:1e-2:log` -> range."""
-    key, sep, value = text.partition("=")
-    if not sep or "." not in key:
-        raise SweepError(f"--param {text!r}: expected SECTION.KEY=VALUES, e.g. model.kernel_size=2,3,4,5")
-    value = value.strip()
-    if ":" in value and not value.startswith("["):
-        parts = value.split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
-            raise SweepError(f"--param {text!r}: a range is LOW:HIGH or LOW:HIGH:log")
-        low, high = (yaml.safe_load(p) for p in parts[:2])
-        low, high = (float(v) if isinstance(v, str) else v for v in (low, high))
-        if not all(isinstance(v, (int, float)) for v in (low, high)) or low >= high:
-            raise SweepError(f"--param {text!r}: range bounds must be numbers, LOW < HIGH")
-        return key, (low, high, len(parts) == 3)
-    parsed = yaml.safe_load(value)
-    if isinstance(parsed, str):
-        parsed = [yaml.safe_load(v) for v in parsed.split(",")]
-    if not isinstance(parsed, list) or not parsed:
-        parsed = [parsed]
-    return key, parsed
-
-
-def build_stages(params: list[str], sampler: str, n_trials: int) -> tuple[Stage, ...]:
-    parsed = [parse_param(p) for p in params]
-    if not parsed:
-        raise SweepError("nothing to sweep: give --param SECTION.KEY=VALUES or --preset seed-study")
-    if sampler == "tpe":
-        return (Stage("search", "tpe", space=tuple(parsed), n_trials=n_trials),)
-    for key, values in parsed:
-        if isinstance(values, tuple):
-            raise SweepError(f"--param {key}: ranges need --sampler tpe; list values for {sampler}")
-    if sampler == "grid":
-        keys = [k for k, _ in parsed]
-        points = tuple(dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in parsed)))
-        return (Stage("grid", "grid", points=points),)
-    if sampler == "oat":
-        return tuple(Stage(key.split(".", 1)[1], "oat", points=tuple({key: v} for v in values))
-                     for key, values in parsed)
-    raise SweepError(f"--sampler must be oat, grid or tpe, got {sampler!r}")
-
-
-def seed_study_stages() -> tuple[Stage, ...]:
-    return tuple(Stage(name, "oat", points=tuple(points)) for name, points in SEED_STUDY)
-
-
-def point_label(point: dict[str, Any]) -> str:
-    """'block_num=4' for a seed-study point; every varied key for grid points."""
-    hidden = {"model.strides"}
-    if "model.block_num" in point:
-        hidden.add("model.filters_in_each_block")  # follows from block_num in the seed's sweep
-    return ",".join(f"{k.split('.', 1)[1]}={json.dumps(v).replace(' ', '')}"
-                    for k, v in point.items() if k not in hidden)
-
-
-def _overrides(point: dict[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in point.items()]
-
-
-def fit_filters(point: dict[str, Any], cfg: Config) -> dict[str, Any]:
-    """Filter sets in the seed study are given for 5 blocks; cut them to the chosen block count."""
-    filters = point.get("model.filters_in_each_block")
-    blocks = cfg.model.args.get("block_num")
-    if filters is not None and "model.block_num" not in point and isinstance(blocks, int):
-        point = {**point, "model.filters_in_each_block": list(filters)[:blocks]}
-    return point
-
-
-# --------------------------------------------------------------------------- storage
+HEARTBEAT_S = 5
+GRACE_S = 20
 
 
 def open_storage(url: str):
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
     # ferlab drives trials with ask/tell and its own heartbeat thread (so it can pop
     # enqueued points atomically); Optuna warns about both, which is noise here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -183,14 +72,8 @@ def open_storage(url: str):
     raise AssertionError("unreachable")
 
 
-HEARTBEAT_S = 5
-GRACE_S = 20
-
-
-def _stage_study(spec: SweepSpec, index: int, storage, base: Config):
+def stage_study(spec: SweepSpec, index: int, storage, base: Config):
     """Load the stage's Optuna study; the worker that creates it enqueues its points."""
-    import optuna
-
     stage = spec.stages[index]
     name = f"{spec.name}/{index}-{stage.name}"
     sampler = optuna.samplers.TPESampler(seed=0) if stage.kind == "tpe" else None
@@ -219,9 +102,6 @@ def _stage_study(spec: SweepSpec, index: int, storage, base: Config):
     study.set_user_attr("points", [point_label(p) for p in points])
     study.set_user_attr("ready", True)
     return study
-
-
-# --------------------------------------------------------------------------- workers
 
 
 @dataclass
@@ -273,14 +153,8 @@ def _suggest(trial, stage: Stage) -> dict[str, Any]:
 
 def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any], stage_dir: Path,
               log: Callable[[str], None]) -> TrialResult:
-    import shutil
-
-    import optuna
-
-    from .train import train
-
     label = trial.user_attrs.get("label") or f"trial{trial.number:04d}"
-    cfg = apply_overrides(base, _overrides(point))
+    cfg = apply_overrides(base, overrides(point))
     per_seed = []
     for seed in range(spec.seeds):
         seed_cfg = apply_overrides(cfg, [f"train.seed={base.train.seed + seed}"])
@@ -311,14 +185,8 @@ def _count(study, states) -> int:
 
 def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> None:
     """Pop and run this stage's trials until none are waiting or running."""
-    import optuna
-    from optuna.storages import fail_stale_trials
-    from optuna.trial import TrialState
-
-    from .models.registry import ModelConfigError
-
     stage = spec.stages[index]
-    study = _stage_study(spec, index, storage, base)
+    study = stage_study(spec, index, storage, base)
     stage_dir = spec.study_dir / "trials" / f"{index}-{stage.name}"
     while True:
         fail_stale_trials(study)
@@ -365,14 +233,12 @@ def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> 
 
 def stage_choice(spec: SweepSpec, index: int, storage, base: Config) -> dict[str, Any] | None:
     """The overrides of the stage's best completed point (highest mean over seeds)."""
-    study = _stage_study(spec, index, storage, base)
+    study = stage_study(spec, index, storage, base)
     best = best_trial(study)
     return None if best is None else best.user_attrs["overrides"]
 
 
 def best_trial(study):
-    from optuna.trial import TrialState
-
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if "overrides" in t.user_attrs]
     return max(complete, key=lambda t: t.value) if complete else None
@@ -390,7 +256,7 @@ def stage_bases(spec: SweepSpec, storage, data, log, run: bool) -> list[Config]:
             choice = stage_choice(spec, index, storage, base)
             if choice is None:
                 raise SweepError(f"stage {spec.stages[index].name}: no trial completed")
-            base = apply_overrides(base, _overrides(choice))
+            base = apply_overrides(base, overrides(choice))
     return bases
 
 
@@ -400,10 +266,6 @@ def _print(line: str) -> None:
 
 def worker(spec: SweepSpec, threads: int | None = None, log: Callable[[str], None] = _print) -> None:
     """One worker process: loads the data once, then works through every stage."""
-    import torch
-
-    from .data import load_dataset
-
     if threads:
         torch.set_num_threads(threads)
     storage = open_storage(spec.storage_url)
@@ -416,10 +278,9 @@ def _worker_entry(spec: SweepSpec, threads: int, number: int) -> None:
     worker(spec, threads, log=lambda s: print(f"[worker {number}] {s}", flush=True))
 
 
-def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _print) -> dict[str, Any]:
-    """Run (or resume, or join) a study with `workers` local processes, then write its report."""
-    import multiprocessing as mp
-
+def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _print) -> None:
+    """Run (or resume, or join) a study with `workers` local processes; the caller then
+    writes the report (`study.report.write_report`)."""
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.study_dir / "spec.yaml", yaml.safe_dump(describe(spec), sort_keys=False))
     if workers <= 1:
@@ -435,18 +296,6 @@ def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _p
         failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if failed:
             raise SweepError(f"worker(s) {failed} exited with an error; rerun the same command to resume")
-    from .sweep_report import write_report
 
-    return write_report(spec, log)
-
-
-def describe(spec: SweepSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name, "storage": spec.storage_url, "seeds": spec.seeds, "prune": spec.prune,
-        "carry_forward": spec.carry_forward, "base": to_dict(spec.base),
-        "stages": [{"name": s.name, "kind": s.kind, "points": [point_label(p) for p in s.points],
-                    "space": [[k, list(v) if isinstance(v, tuple) else v] for k, v in s.space],
-                    "n_trials": s.n_trials} for s in spec.stages],
-    }
 
 

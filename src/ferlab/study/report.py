@@ -1,4 +1,10 @@
-"""A study's results: sorted table, per-stage curves figure, CSV/JSON of all trials, one HTML report."""
+"""A study's results: sorted table, per-stage curves figure, CSV/JSON of all trials, one HTML report.
+
+Reads the study's storage (it never trains), so it can be written while workers
+still run, or again later.
+
+Depends on: files, plots, and this package's spec and engine.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
-from .plots import plot_loss_acc_of_multiple_parameters
-from .sweep import SEED_CHOICES, SweepSpec, _stage_study, open_storage, stage_bases
+from ..files import atomic_write_text
+from ..plots import plot_loss_acc_of_multiple_parameters
+from .engine import open_storage, stage_bases, stage_study
+from .spec import SEED_CHOICES, SweepSpec
 
 FIELDS = ("stage", "trial", "point", "state", "mean_val_accuracy", "std_val_accuracy", "seeds",
           "best_epoch", "seconds_per_run", "error")
@@ -27,7 +34,7 @@ def collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str, 
         [spec.base] * len(spec.stages)
     rows, curves, chosen = [], {}, {}
     for index, stage in enumerate(spec.stages):
-        study = _stage_study(spec, index, storage, bases[index])
+        study = stage_study(spec, index, storage, bases[index])
         curves[stage.name] = {}
         for t in study.get_trials(deepcopy=False):
             if "overrides" not in t.user_attrs:

@@ -14,6 +14,8 @@ fresh one sized for them; with the same classes every weight carries over.
   two pooling layers (one conv block of `vgg` or `seed_cnn`).
 
 Frozen BatchNorm layers also keep their running statistics (`freeze_batchnorm_stats`).
+
+Depends on: checkpoint (its error type), config; torch.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import CheckpointError
-from .config import Config, ConfigError, ModelConfig, replace_model
+from ..checkpoint import CheckpointError
+from ..config import Config, ConfigError, ModelConfig, replace_model
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 

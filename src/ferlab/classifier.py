@@ -1,0 +1,143 @@
+"""One interface for every runnable model, and `load_classifier(ref)`: the one way to load one.
+
+A *classifier* turns uint8 face crops (N, H, W) into class probabilities and says
+what it is:
+
+    class_names     tuple of labels, index = class id
+    preprocessing   the `Preprocessing` its inputs need
+    tta             its default test-time augmentation
+    description     one line for logs and the server's health answer
+    path            the file it came from
+    predict_proba(faces, tta=None) -> (N, classes) numpy
+
+`load_classifier` resolves every kind of reference - a shipped model's name
+(`bundled`, `fast`, `fast-int8`), a run folder, a `.pt` checkpoint, an `.onnx`
+export - and returns a `TorchClassifier` or an `OnnxClassifier`. evaluate,
+predict, the recognizer, the server, distillation and the CLI all load models
+through it.
+
+Depends on: checkpoint, inference, preprocess, runtime, shipped; onnxruntime only
+when an .onnx file is loaded (it is slow to import and most users never need it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from .inference import batched_proba, check_tta, predict_proba
+from .preprocess import Preprocessing
+from .runtime import Runtime
+from .shipped import bundled_path, default_model_path
+
+ONNX_METADATA_KEY = "ferlab"  # the metadata entry `export_onnx` writes
+
+
+class Classifier(Protocol):
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    tta: str
+    description: str
+    path: Path
+
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None) -> np.ndarray: ...
+
+
+class TorchClassifier:
+    """A ferlab checkpoint on PyTorch (`.model` is the nn.Module, in eval mode)."""
+
+    def __init__(self, loaded: LoadedModel, runtime: Runtime | None = None):
+        self.runtime = runtime or Runtime.create()
+        self.loaded = loaded
+        self.model = loaded.model.to(self.runtime.device).eval()
+        self.class_names = loaded.class_names
+        self.preprocessing = loaded.preprocessing
+        self.tta = loaded.meta.get("tta", "none")
+        self.description = loaded.description
+        self.path = loaded.path
+
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024) -> np.ndarray:
+        return predict_proba(self.model, faces, self.preprocessing, self.runtime, batch_size,
+                             self.tta if tta is None else tta, len(self.class_names))
+
+
+class OnnxClassifier:
+    """A ferlab ONNX export (fp32 or int8) on ONNX Runtime's CPU provider."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{path}: no such ONNX model file")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable models
+            raise ValueError(f"{path}: not a readable ONNX model ({e})") from e
+        meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+        if meta is None:
+            raise ValueError(f"{path}: not exported by ferlab (no '{ONNX_METADATA_KEY}' metadata)")
+        meta = json.loads(meta)
+        self.meta = meta
+        self.class_names = tuple(meta["class_names"])
+        self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        self.tta = meta.get("tta", "none")
+        kind = "int8, ONNX Runtime" if meta.get("quantization") else "ONNX Runtime"
+        self.description = f"{meta.get('model')} ({kind}) from {path}"
+        self._input = self.session.get_inputs()[0].name
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.logits(x.numpy()))
+
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024) -> np.ndarray:
+        return batched_proba(self._forward, faces, self.preprocessing, len(self.class_names),
+                             tta=self.tta if tta is None else tta, batch_size=batch_size)
+
+
+def resolve_model_ref(ref: str | Path | None) -> Path:
+    """A shipped model's name, run folder, checkpoint or .onnx file -> the file to load.
+    None means the bundled model."""
+    if ref is None:
+        return default_model_path()
+    return bundled_path(ref) or Path(ref)
+
+
+def load_classifier(
+    ref: str | Path | None = None, device: str = "auto", precision: str = "auto"
+) -> Classifier:
+    """Load any model reference: an .onnx file runs on ONNX Runtime, anything else is a
+    PyTorch checkpoint (file or run folder) on `device` with `precision`."""
+    path = resolve_model_ref(ref)
+    if path.suffix == ".onnx":
+        return OnnxClassifier(path)
+    runtime = Runtime.create(device, precision)
+    return TorchClassifier(load_checkpoint(path, runtime.device), runtime)
+
+
+def as_classifier(model: Any, runtime: Runtime | None = None) -> Classifier:
+    """A classifier from a classifier, a `LoadedModel` (`load_checkpoint`) or a reference."""
+    if isinstance(model, LoadedModel):
+        return TorchClassifier(model, runtime)
+    if isinstance(model, (str, Path)) or model is None:
+        return load_classifier(model)
+    return model
+
+
+def require_torch(classifier: Classifier, purpose: str) -> TorchClassifier:
+    """`purpose` (export, distillation, ...) needs the PyTorch network itself."""
+    if not isinstance(classifier, TorchClassifier):
+        raise CheckpointError(f"{classifier.path}: {purpose} needs a PyTorch checkpoint (.pt or run "
+                              "folder), not an ONNX export")
+    return classifier
+
+
+__all__ = ["Classifier", "OnnxClassifier", "TorchClassifier", "as_classifier", "check_tta",
+           "load_classifier", "require_torch", "resolve_model_ref"]

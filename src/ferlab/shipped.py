@@ -1,0 +1,49 @@
+"""The models that ship inside the package, and the names that stand for them.
+
+`bundled`, `fast` and `fast-int8` work wherever a model is accepted (a checkpoint
+path, run folder or .onnx file): `ferlab predict fast-int8 photo.jpg`,
+`EmotionRecognizer("fast")`, `train.teacher: bundled`. A real file or folder of
+the same name wins, so a user's own `bundled/` run folder is never shadowed.
+
+Depends on nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS = Path(__file__).parent / "weights"
+BUNDLED_MODEL = WEIGHTS / "ferlab-fer2013.pt"
+# The fast model: a small student distilled from the bundled one, and its int8 ONNX export.
+BUNDLED_FAST = WEIGHTS / "ferlab-fer2013-fast.pt"
+BUNDLED_FAST_INT8 = WEIGHTS / "ferlab-fer2013-fast-int8.onnx"
+BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "fast": BUNDLED_FAST, "fast-int8": BUNDLED_FAST_INT8}
+SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
+
+
+class ShippedModelMissing(FileNotFoundError):
+    """A shipped model's file is absent from this install (a trimmed wheel, a source tree)."""
+
+
+def default_model_path() -> Path:
+    if not BUNDLED_MODEL.exists():
+        raise ShippedModelMissing(
+            f"no bundled model in this install ({BUNDLED_MODEL.name}); pass a checkpoint or run folder"
+        )
+    return BUNDLED_MODEL
+
+
+def bundled_path(name: str | Path) -> Path | None:
+    """The file behind a shipped model's name, unless a real file or folder of that name
+    exists; None for anything else."""
+    if str(name) not in BUNDLED_NAMES or Path(name).exists():
+        return None
+    path = BUNDLED_NAMES[str(name)]
+    if not path.exists():
+        raise ShippedModelMissing(f"no {name!s} model in this install ({path.name})")
+    return path
+
+
+def is_shipped(path: str | Path) -> bool:
+    """True for a file inside the package's weights folder (never write reports there)."""
+    return Path(path).resolve().parent == WEIGHTS.resolve()

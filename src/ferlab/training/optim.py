@@ -1,0 +1,57 @@
+"""Optimizers and learning-rate schedules, each a table keyed by its config name.
+
+Depends on: config (its error type); torch. `t` is the config's `train` section (`config.TrainConfig`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda p, t: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay),
+    "adamw": lambda p, t: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay),
+    "sgd": lambda p, t: torch.optim.SGD(
+        p, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
+    ),
+}
+
+
+def _cosine(t, total: int) -> Callable[[int], float]:
+    warm = max(1, int(t.warmup_fraction * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return factor
+
+
+# Per-step schedules, keyed by `train.scheduler`; each gets (optimizer, train cfg, total steps).
+SCHEDULERS: dict[str, Callable[..., Any]] = {
+    "none": lambda o, t, n: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0),
+    "onecycle": lambda o, t, n: torch.optim.lr_scheduler.OneCycleLR(
+        o, max_lr=t.lr, total_steps=n, pct_start=t.warmup_fraction
+    ),
+    "cosine": lambda o, t, n: torch.optim.lr_scheduler.LambdaLR(o, _cosine(t, n)),
+}
+
+
+def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
+    # Frozen parameters (transfer learning, train.finetune) stay out of the optimizer.
+    return OPTIMIZERS[t.optimizer]([p for p in model.parameters() if p.requires_grad], t)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, t, total_steps: int):
+    if t.scheduler not in SCHEDULERS:
+        raise ConfigError(f"train.scheduler must be one of {', '.join(SCHEDULERS)}, got {t.scheduler!r}")
+    return SCHEDULERS[t.scheduler](optimizer, t, max(1, total_steps))
