@@ -59,3 +59,26 @@ def test_bad_files(tmp_path):
     (tmp_path / "x.yaml").write_text("optim:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="unknown section optim"):
         load_config(tmp_path / "x.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+    ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+    ("train.lr=-1", "train.lr must be a positive number"),
+    ("augment.rotation=.nan", "augment.rotation must be 0 to 180 degrees, got nan"),
+    ("data.train_split=PublicTest", "data.val_split and data.train_split are both 'PublicTest'"),
+    ("data.holdout=1.5", "data.holdout must be in (0, 1), got 1.5"),
+])
+def test_out_of_range_settings_are_refused_before_any_data_is_read(tmp_path, override, message):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+
+    out = tmp_path / "run"
+    # The data source does not exist: the range check must come first, and write nothing.
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "absent.npz"), "--out", str(out),
+                                      "--config", "vgg-fast", override, *(["data.val_split=PublicTest"]
+                                      if "train_split" in override else [])])
+    assert result.exit_code == 2
+    assert f"error: {message}" in result.output, result.output
+    assert not out.exists()

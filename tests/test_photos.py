@@ -90,6 +90,20 @@ def test_predict_cli_photos_folder_no_face_and_errors(model_dir, tmp_path):
     assert len(rows) == 1 and rows[0]["emotion"] in rows[0] and float(rows[0]["happy"]) >= 0
 
 
+def test_same_file_name_in_two_folders_gives_two_annotated_copies(model_dir, tmp_path):
+    for folder, colour in (("a", (200, 40, 40)), ("b", (40, 40, 200))):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (120, 90), colour).save(tmp_path / folder / "photo.png")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(model_dir), str(tmp_path / "a" / "photo.png"),
+                                 str(tmp_path / "b" / "photo.png"), "--annotate", str(out)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["photo-2_annotated.png", "photo_annotated.png"]
+    reds = [np.asarray(Image.open(out / n))[..., 0].mean() for n in reversed(names)]
+    assert reds[0] > 150 > reds[1]  # each copy shows its own photo (a's red, then b's blue)
+
+
 def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path):
     import cv2
 

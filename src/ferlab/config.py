@@ -12,7 +12,9 @@ Depends on: augment (its section's dataclass), files; PyYAML.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,3 +241,41 @@ def replace_model(cfg: Config, model: ModelConfig) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+# Ranges checked when a run starts, before any data is read: (dotted field, test, allowed).
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("train.epochs", lambda v: v >= 1, "at least 1"),
+    ("train.batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.eval_batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.lr", lambda v: _finite(v) and v > 0, "a positive number"),
+    ("train.weight_decay", lambda v: _finite(v) and v >= 0, "a number >= 0"),
+    ("train.momentum", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    ("train.warmup_fraction", lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
+    ("train.label_smoothing", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    ("train.budget_minutes", lambda v: v is None or (_finite(v) and v > 0), "a positive number of minutes"),
+    ("data.limit", lambda v: v is None or v >= 1, "at least 1"),
+    ("data.holdout", lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
+    ("augment.rotation", lambda v: _finite(v) and 0 <= v <= 180, "0 to 180 degrees"),
+    ("augment.zoom", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    ("augment.width_shift", lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    ("augment.height_shift", lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    ("augment.shear", lambda v: _finite(v) and 0 <= v < 90, "0 to 90 degrees"),
+    ("augment.random_erasing", lambda v: _finite(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+)
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse out-of-range and contradictory settings, naming the field and what it allows."""
+    for name, ok, allowed in RANGES:
+        section, key = name.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+    if cfg.data.val_split == cfg.data.train_split:
+        raise ConfigError(f"data.val_split and data.train_split are both {cfg.data.train_split!r}: "
+                          "validating on the training images would choose the best epoch blind")

@@ -44,6 +44,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 # The seed's array files and the FER2013 split each one holds.
 ARRAY_SPLITS = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
+MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one image inside a zip, uncompressed
 
 
 class DataError(ValueError):
@@ -359,7 +360,17 @@ def _members(path: Path) -> tuple[list[str], Callable[[str], object], Callable[[
     except zipfile.BadZipFile as e:
         raise DataError(f"{path}: not a readable zip file ({e})") from e
     names = sorted(i.filename for i in archive.infolist() if not i.is_dir())
-    return names, lambda name: io.BytesIO(archive.read(name)), archive.close
+
+    def read(name: str) -> io.BytesIO:
+        # Checked before inflating: a small member can claim gigabytes (a zip bomb). zipfile
+        # stops at the declared size, so the check also bounds what is read.
+        size = archive.getinfo(name).file_size
+        if size > MAX_MEMBER_BYTES:
+            raise DataError(f"member is {size / 1e6:,.0f} MB uncompressed, over the "
+                            f"{MAX_MEMBER_BYTES / 1e6:.0f} MB limit for one image")
+        return io.BytesIO(archive.read(name))
+
+    return names, read, archive.close
 
 
 def _strip_common_root(names: list[str]) -> dict[str, list[str]]:

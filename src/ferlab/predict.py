@@ -87,12 +87,13 @@ def predict_files(
     progress: bool = False,
 ) -> PredictResult:
     result = PredictResult()
+    outputs = OutputNames()
     for path in files:
         try:
             if path.suffix.lower() in VIDEO_EXTENSIONS:
-                annotated = annotate_dir / f"{path.stem}_annotated.mp4" if annotate_dir else None
+                annotated = annotate_dir / outputs.name(path, "_annotated.mp4") if annotate_dir else None
                 result.videos.append(predict_video(
-                    recognizer, path, video_dir / f"{path.stem}_faces.csv", every=every,
+                    recognizer, path, video_dir / outputs.name(path, "_faces.csv"), every=every,
                     annotate_out=annotated, progress=progress))
                 continue
             rgb = as_rgb_array(path)
@@ -100,10 +101,26 @@ def predict_files(
             result.photos.append({"source": str(path), "faces": faces})
             if annotate_dir is not None:
                 suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-                save_annotated(rgb, faces, annotate_dir / f"{path.stem}_annotated{suffix}")
+                save_annotated(rgb, faces, annotate_dir / outputs.name(path, f"_annotated{suffix}"))
         except Exception as e:  # any unreadable input is reported; the others still run
             result.errors.append(f"{path}: {e}")
     return result
+
+
+class OutputNames:
+    """Output file names, one per input, unique within a run: a/photo.jpg and b/photo.jpg
+    become photo_annotated.jpg and photo-2_annotated.jpg instead of overwriting each other."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def name(self, source: Path, tail: str) -> str:
+        name, n = f"{source.stem}{tail}", 1
+        while name.lower() in self.used:
+            n += 1
+            name = f"{source.stem}-{n}{tail}"
+        self.used.add(name.lower())
+        return name
 
 
 def format_table(result: PredictResult, class_names: tuple[str, ...]) -> str:

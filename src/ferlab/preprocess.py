@@ -16,6 +16,8 @@ numpy only (torch is imported only when given a tensor).
 from __future__ import annotations
 
 import io
+import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,35 +44,82 @@ class Preprocessing:
         return cls(**d)
 
 
-def decode_image(source: str | Path | bytes) -> Image.Image:
+class ImageError(ValueError):
+    """An image that cannot be used: undecodable, or larger than the pixel cap."""
+
+
+# Decoding cap, in pixels: a small PNG can inflate to 12000x12000 (~430 MB as RGB).
+# Override per call, or for a whole process with FERLAB_MAX_PIXELS.
+DEFAULT_MAX_PIXELS = int(os.environ.get("FERLAB_MAX_PIXELS", 40_000_000))
+
+
+def decode_image(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:
     """Open an image file or in-memory bytes (an upload), honour its EXIF orientation,
     and decode it fully now.
 
     The one image decoder: ingest, prediction and the server all come through here.
-    Decoding here (not lazily) makes truncated files fail at this call, where the
-    caller can still name the file.
+    The size is checked from the header, before any pixel is decoded: a JPEG over
+    `max_pixels` is decoded at a reduced scale (libjpeg's draft mode), anything else
+    over it is refused. Decoding here (not lazily) makes truncated files fail at this
+    call, where the caller can still name the file.
     """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     raw = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-    with Image.open(raw) as im:
-        im = ImageOps.exif_transpose(im)
-        im.load()
-        return im.copy()
+    try:
+        with Image.open(raw) as im:
+            w, h = im.size
+            if w * h > limit and im.format == "JPEG":
+                scale = math.ceil(math.sqrt(w * h / limit))
+                im.draft(im.mode, (w // scale, h // scale))  # decodes at 1/2, 1/4 or 1/8 scale
+            if im.size[0] * im.size[1] > limit:
+                raise ImageError(f"image of {w}x{h} pixels is over the limit of {limit:,} pixels "
+                                 "(FERLAB_MAX_PIXELS)")
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return im.copy()
+    except Image.DecompressionBombError as e:
+        raise ImageError(str(e)) from e
 
 
 load_image = decode_image  # the name ingest and older callers use for files
 
 
-def as_rgb_array(image: Any) -> np.ndarray:
-    """A path, bytes, PIL image or numpy array (gray, RGB or RGBA) -> uint8 RGB or gray array."""
+def to_uint8_image(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit gray (PNG, TIFF) scaled to 8 bits instead of clipped to white;
+    every other mode unchanged."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return image
+    arr = np.asarray(image, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    # 16-bit sources (the usual case) span 0-65535; floats in 0-1 are normalised images.
+    full = 1.0 if image.mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
+    return Image.fromarray(np.clip(np.rint(arr * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+
+
+def as_rgb_array(image: Any, max_pixels: int | None = None) -> np.ndarray:
+    """A path, bytes, PIL image or numpy array -> uint8 RGB (or gray for gray sources) array.
+
+    Palette, alpha (over white), CMYK, 16-bit and EXIF-rotated images all arrive as
+    what a viewer shows."""
     if isinstance(image, (str, Path, bytes, bytearray)):
-        image = decode_image(image)
+        image = decode_image(image, max_pixels)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("L" if image.mode in ("L", "I;16", "I") else "RGB"))
+        image = to_uint8_image(image)
+        if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:
+            image = _over_white(image)
+        image = np.asarray(image if image.mode == "L" else image.convert("RGB"))
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         image = float_to_uint8(image)
     return image
+
+
+def _over_white(image: Image.Image) -> Image.Image:
+    """Transparent pixels shown over white, as a viewer shows them; RGB out."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -88,12 +137,11 @@ def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
         image = Image.fromarray(arr)
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a path, PIL image or numpy array, got {type(image).__name__}")
+    image = to_uint8_image(image)
     if image.mode != "L":
         # Alpha over white, then ITU-R 601 luma: what PIL and OpenCV both use for gray.
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
+            image = _over_white(image)
         image = image.convert("L")
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)

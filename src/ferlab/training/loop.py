@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import checkpoint_dict, read_checkpoint
-from ..config import Config, ConfigError, replace, to_dict
+from ..config import Config, ConfigError, check_ranges, replace, to_dict
 from ..data import FerData
 from ..inference import check_tta
 from ..models import build_model
@@ -37,8 +37,10 @@ from .state import TrainState, epoch_steps
 from .tensors import TrainData, prepare_data
 
 
-def check_train_settings(t) -> None:
-    """Refuse bad TTA and distillation settings before any data is read, not epochs later."""
+def check_train_settings(cfg: Config) -> None:
+    """Refuse bad ranges, TTA and distillation settings before any data is read, not epochs later."""
+    check_ranges(cfg)
+    t = cfg.train
     check_tta(t.tta, "train.tta")
     check_tta(t.late_tta, "train.late_tta")
     if t.late_tta_epochs < 0:
@@ -134,7 +136,7 @@ def train(
     dist_info, device_name = init_distributed(cfg.train.device)
     if not dist_info.main:
         log, progress = _silent, False  # only rank 0 talks and writes
-    check_train_settings(cfg.train)
+    check_train_settings(cfg)
     init_ckpt = read_checkpoint(cfg.train.init) if cfg.train.init else None
     if init_ckpt is not None:
         cfg = adopt_init_model(cfg, init_ckpt)

@@ -1,0 +1,90 @@
+"""Images wherever they enter (ingest, predict, serve) go through one decoder: every
+mode PIL opens arrives as what a viewer shows, and oversize inputs are refused early."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferlab.data import DataError, load_dataset
+from ferlab.preprocess import ImageError, as_rgb_array, decode_image, to_gray48
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def gradient16() -> np.ndarray:
+    return np.tile(np.linspace(0, 65535, 48).astype(np.uint16), (48, 1))
+
+
+def test_16_bit_png_keeps_its_grays_instead_of_turning_white():
+    data = png_bytes(Image.fromarray(gradient16()))
+    gray = as_rgb_array(data)
+    assert gray.dtype == np.uint8 and gray.shape == (48, 48)
+    assert gray[0, 0] == 0 and gray[0, -1] == 255
+    assert 120 <= gray[0, 24] <= 135  # the middle of the ramp is mid-gray, not white
+    assert np.array_equal(to_gray48(decode_image(data)), gray)
+
+
+@pytest.mark.parametrize("mode", ["P", "LA", "RGBA", "CMYK", "1"])
+def test_other_modes_decode_to_the_expected_gray(mode):
+    base = Image.fromarray(np.full((48, 48, 3), (200, 40, 40), np.uint8))
+    if mode == "P":  # an adaptive palette holds the colour exactly (the web palette would dither)
+        image = base.convert("P", palette=Image.Palette.ADAPTIVE)
+    else:
+        image = base.convert(mode) if mode != "1" else Image.new("1", (48, 48), 1)
+    gray = to_gray48(decode_image(png_bytes(image) if mode != "CMYK" else jpeg_bytes(image)))
+    expected = {"1": 255}.get(mode, int(0.299 * 200 + 0.587 * 40 + 0.114 * 40))
+    assert abs(int(np.median(gray)) - expected) <= 3, (mode, np.median(gray))
+
+
+def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def test_transparent_pixels_are_shown_over_white():
+    rgba = np.zeros((48, 48, 4), np.uint8)  # black, fully transparent
+    assert as_rgb_array(png_bytes(Image.fromarray(rgba, "RGBA"))).min() == 255
+
+
+def test_exif_rotation_is_applied():
+    wide = Image.new("L", (60, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    assert decode_image(jpeg_bytes(wide, exif=exif)).size == (30, 60)
+
+
+def test_oversize_png_is_refused_before_decoding_and_names_the_limit():
+    data = png_bytes(Image.new("L", (300, 200)))
+    with pytest.raises(ImageError, match="300x200 pixels is over the limit of 10,000 pixels"):
+        decode_image(data, max_pixels=10_000)
+    assert decode_image(data, max_pixels=60_000).size == (300, 200)
+
+
+def test_oversize_jpeg_is_decoded_at_a_reduced_scale():
+    data = jpeg_bytes(Image.new("RGB", (800, 800), (90, 90, 90)))
+    image = decode_image(data, max_pixels=50_000)
+    assert image.size[0] * image.size[1] <= 50_000 and image.size[0] >= 100
+
+
+def test_zip_member_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import ferlab.data
+
+    monkeypatch.setattr(ferlab.data, "MAX_MEMBER_BYTES", 1000)
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train/happy/a.png", png_bytes(Image.new("L", (48, 48))))
+        z.writestr("train/happy/big.bmp", b"BM" + bytes(5000))  # compresses to almost nothing
+    with pytest.raises(DataError, match=r"big\.bmp.*over the 0 MB limit"):
+        load_dataset(archive)
+    data, report = load_dataset(archive, skip_bad=True)
+    assert len(data) == 1 and report.skipped == 1
