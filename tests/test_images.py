@@ -88,3 +88,17 @@ def test_zip_member_over_the_size_limit_is_refused_before_it_is_read(tmp_path, m
         load_dataset(archive)
     data, report = load_dataset(archive, skip_bad=True)
     assert len(data) == 1 and report.skipped == 1
+
+
+def test_16_bit_numpy_arrays_are_scaled_too():
+    gray = as_rgb_array(gradient16())
+    assert gray[0, 0] == 0 and gray[0, -1] == 255 and 120 <= gray[0, 24] <= 135
+
+
+def test_a_bad_pixel_cap_setting_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("FERLAB_MAX_PIXELS", "lots")
+    with pytest.raises(ImageError, match="FERLAB_MAX_PIXELS must be a positive whole number"):
+        decode_image(png_bytes(Image.new("L", (4, 4))))
+    monkeypatch.setenv("FERLAB_MAX_PIXELS", "100")
+    with pytest.raises(ImageError, match="over the limit of 100 pixels"):
+        decode_image(png_bytes(Image.new("L", (20, 20))))

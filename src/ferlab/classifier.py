@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from .inference import batched_proba, check_tta, predict_proba
+from .inference import batched_proba, predict_proba
 from .preprocess import Preprocessing
 from .runtime import Runtime
 from .shipped import bundled_path, default_model_path
@@ -139,5 +139,5 @@ def require_torch(classifier: Classifier, purpose: str) -> TorchClassifier:
     return classifier
 
 
-__all__ = ["Classifier", "OnnxClassifier", "TorchClassifier", "as_classifier", "check_tta",
-           "load_classifier", "require_torch", "resolve_model_ref"]
+__all__ = ["Classifier", "OnnxClassifier", "TorchClassifier", "as_classifier", "load_classifier",
+           "require_torch", "resolve_model_ref"]

@@ -50,7 +50,17 @@ class ImageError(ValueError):
 
 # Decoding cap, in pixels: a small PNG can inflate to 12000x12000 (~430 MB as RGB).
 # Override per call, or for a whole process with FERLAB_MAX_PIXELS.
-DEFAULT_MAX_PIXELS = int(os.environ.get("FERLAB_MAX_PIXELS", 40_000_000))
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def max_pixels_setting() -> int:
+    """The pixel cap: FERLAB_MAX_PIXELS where set (read at each call), else the default."""
+    text = os.environ.get("FERLAB_MAX_PIXELS", "").strip().replace("_", "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise ImageError(f"FERLAB_MAX_PIXELS must be a positive whole number of pixels, got {text!r}")
+    return int(text)
 
 
 def decode_image(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:
@@ -63,7 +73,7 @@ def decode_image(source: str | Path | bytes, max_pixels: int | None = None) -> I
     over it is refused. Decoding here (not lazily) makes truncated files fail at this
     call, where the caller can still name the file.
     """
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    limit = max_pixels_setting() if max_pixels is None else max_pixels
     raw = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with Image.open(raw) as im:
@@ -89,11 +99,8 @@ def to_uint8_image(image: Image.Image) -> Image.Image:
     every other mode unchanged."""
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return image
-    arr = np.asarray(image, dtype=np.float64)
-    top = float(arr.max()) if arr.size else 0.0
-    # 16-bit sources (the usual case) span 0-65535; floats in 0-1 are normalised images.
-    full = 1.0 if image.mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0
-    return Image.fromarray(np.clip(np.rint(arr * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+    full = 65535.0 if image.mode.startswith("I;16") else None  # a 16-bit mode says its range
+    return Image.fromarray(float_to_uint8(np.asarray(image), full), "L")
 
 
 def as_rgb_array(image: Any, max_pixels: int | None = None) -> np.ndarray:
@@ -148,11 +155,14 @@ def to_gray48(image: Any, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def float_to_uint8(arr: np.ndarray) -> np.ndarray:
+def float_to_uint8(arr: np.ndarray, full_scale: float | None = None) -> np.ndarray:
+    """Numeric pixels -> uint8. `full_scale` is the value that means white; by default
+    1.0 for data within 0-1, 65535 for data above 255 (16-bit), else 255."""
     arr = np.asarray(arr, dtype=np.float32)
-    if arr.size and float(np.nanmax(arr)) <= 1.0:
-        arr = arr * 255.0
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if full_scale is None:
+        top = float(np.nanmax(arr)) if arr.size else 0.0
+        full_scale = 1.0 if top <= 1.0 else 65535.0 if top > 255.0 else 255.0
+    return np.clip(np.rint(arr * (255.0 / full_scale)), 0, 255).astype(np.uint8)
 
 
 def preprocess(images: Any, pp: Preprocessing = Preprocessing()) -> Any:
