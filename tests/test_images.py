@@ -79,7 +79,7 @@ def test_oversize_jpeg_is_decoded_at_a_reduced_scale():
 def test_zip_member_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
     import ferlab.data
 
-    monkeypatch.setattr(ferlab.data, "MAX_MEMBER_BYTES", 1000)
+    monkeypatch.setattr(ferlab.data.fer2013, "MAX_MEMBER_BYTES", 1000)
     archive = tmp_path / "faces.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("train/happy/a.png", png_bytes(Image.new("L", (48, 48))))

@@ -61,24 +61,30 @@ def main(
 
 @app.command()
 def prepare(
-    source: Annotated[Path, typer.Argument(help="fer2013.csv, an image folder or .zip, or a folder of x_*.npy arrays")],
+    source: Annotated[Path, typer.Argument(help="fer2013.csv, an image folder or .zip, a folder of x_*.npy arrays, or FER+'s layout (folder or .zip)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="cache file to write (.npz)")],
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images instead of stopping")] = False,
     split_name: Annotated[str, typer.Option(help="split name for sources without one (CSV with no Usage column)")] = "Training",
     classes: Annotated[str, typer.Option("--classes", help="image folders: fer2013 | folders (your own classes) | NAME,NAME,...")] = "fer2013",
+    votes: Annotated[Optional[Path], typer.Option("--votes", help="FER+: fer2013new.csv, joined by row order with the fer2013.csv SOURCE")] = None,
 ) -> None:
-    """Read a FER2013 source (or your own class folders) once and write a compact cache."""
+    """Read a FER2013 or FER+ source (or your own class folders) once and write a compact cache.
+
+    FER+ caches keep every face's ten crowd votes (also those without a majority emotion,
+    for the soft-label training modes); the table shows what the majority rule drops.
+    """
     from .data import format_counts, load_dataset, save_cache
 
     if out.suffix != ".npz":
         _fail(f"{out}: the cache must be a .npz file")
     data, report = _run(load_dataset, source, skip_bad=skip_bad, split_name=split_name,
-                        progress=sys.stderr.isatty(), classes=classes)
+                        progress=sys.stderr.isatty(), classes=classes, votes=votes, unlabeled=True)
     save_cache(data, out)
     for line in report.lines():
         typer.echo(line)
     typer.echo(format_counts(data))
-    typer.echo(f"wrote {out} ({len(data):,} images)")
+    kept = int((data.labels >= 0).sum())
+    typer.echo(f"wrote {out} ({len(data):,} images" + (f", {kept:,} with a majority label)" if kept < len(data) else ")"))
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -187,7 +193,7 @@ def sweep(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or bundled / fast / fast-int8")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or bundled / fast / fast-int8 / ferplus")] = None,
     data: Annotated[str, typer.Option("--data", help="a cache or any raw source")] = "",
     split: Annotated[str, typer.Option(help="split to score (auto: PrivateTest, else PublicTest, else test)")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -222,7 +228,7 @@ def _recognizer(model, **kwargs):
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx|bundled|fast|fast-int8] then photos, folders, globs or videos")],
+    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx|bundled|fast|fast-int8|ferplus] then photos, folders, globs or videos")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, one row per face")] = False,
     no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
@@ -284,7 +290,7 @@ def export(
 
 @app.command()
 def serve(
-    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8, ferplus")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
@@ -300,7 +306,7 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="annotated copy of the photo")] = Path("demo_annotated.jpg"),
-    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8, ferplus")] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
     from .predict import run_demo

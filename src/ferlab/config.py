@@ -40,6 +40,9 @@ class DataConfig:
     skip_bad: bool = False
     classes: str = "fer2013"  # image folders: fer2013 | folders (your own) | "name1,name2,..."
     holdout: float = 0.15  # share of the training split held out when there is no validation split
+    # FER+ crowd votes -> training targets: majority | probability | crossentropy | multi_target
+    # (see data/votes.py). Validation and evaluation always use the majority labels.
+    labels: str = "majority"
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,8 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.budget_minutes", lambda v: v is None or (_finite(v) and v > 0), "a positive number of minutes"),
     ("data.limit", lambda v: v is None or v >= 1, "at least 1"),
     ("data.holdout", lambda v: _finite(v) and 0 < v < 1, "in (0, 1)"),
+    ("data.labels", lambda v: v in ("majority", "probability", "crossentropy", "multi_target"),
+     "one of majority, probability, crossentropy, multi_target"),
     ("augment.rotation", lambda v: _finite(v) and 0 <= v <= 180, "0 to 180 degrees"),
     ("augment.zoom", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
     ("augment.width_shift", lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),

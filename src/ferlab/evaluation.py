@@ -21,6 +21,7 @@ from .classifier import Classifier, as_classifier, load_classifier
 from .data import EVAL_SPLITS, FerData, load_dataset, select_split
 from .files import atomic_write_text
 from .inference import check_tta
+from .labels import class_mapping
 from .plots import plot_confusion_matrix
 from .runtime import Runtime
 from .shipped import is_shipped
@@ -66,18 +67,43 @@ def evaluate(
     reference (a path, run folder or shipped model's name).
     """
     classifier = as_classifier(model, runtime)
-    if tuple(data.class_names) != tuple(classifier.class_names):
-        raise ValueError(
-            f"the data's classes ({', '.join(data.class_names)}) differ from the model's "
-            f"({', '.join(classifier.class_names)})"
-        )
+    model_names, data_names = tuple(classifier.class_names), tuple(data.class_names)
+    mapping = None if model_names == data_names else shared_classes(model_names, data_names)
     split = select_split(data, split, EVAL_SPLITS, "evaluation")
-    part = data.split(split)
+    part = data.split(split).labeled()
     tta = classifier.tta if tta is None else check_tta(tta, "--tta")
+    if mapping is not None:  # score only faces whose class the model knows
+        part = part.subset(np.flatnonzero(np.isin(part.labels, list(mapping.values()))))
     probs = classifier.predict_proba(part.images, tta)
     result = {"split": split, "checkpoint": str(classifier.path), "tta": tta}
-    result.update(classification_metrics(part.labels, probs.argmax(1), classifier.class_names))
+    if mapping is None:
+        result.update(classification_metrics(part.labels, probs.argmax(1), model_names))
+        return result
+    # Another label set (a FER2013 model on FER+ labels, or back): the model's answer is its
+    # most probable class among those both sets share, scored in the data's class names.
+    model_ids = sorted(mapping)
+    pred = np.array([mapping[model_ids[i]] for i in probs[:, model_ids].argmax(1)], dtype=np.int64)
+    data_ids = sorted(mapping.values())
+    compact = np.full(len(data_names), -1, dtype=np.int64)  # data id -> id among the shared classes
+    compact[data_ids] = np.arange(len(data_ids))
+    result.update(classification_metrics(compact[part.labels], compact[pred],
+                                         tuple(data_names[d] for d in data_ids)))
+    result["class_mapping"] = {model_names[m]: data_names[d] for m, d in mapping.items()}
+    result["unmapped"] = {"model": [n for i, n in enumerate(model_names) if i not in mapping],
+                          "data": [n for i, n in enumerate(data_names) if i not in mapping.values()]}
     return result
+
+
+def shared_classes(model_names: tuple[str, ...], data_names: tuple[str, ...]) -> dict[int, int]:
+    """model class id -> data class id for the emotions both label sets name (FER2013's
+    'happy' is FER+'s 'happiness'); an error when the sets share too little to compare."""
+    mapping = class_mapping(model_names, data_names)
+    if len(mapping) < 2:
+        raise ValueError(
+            f"the data's classes ({', '.join(data_names)}) differ from the model's "
+            f"({', '.join(model_names)}) and share fewer than two emotions"
+        )
+    return mapping
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -88,6 +114,14 @@ def format_report(result: dict[str, Any]) -> str:
         f"split {result['split']}: {result['n']} images, accuracy {result['accuracy']:.4f}, "
         f"macro F1 {result['macro_f1']:.4f}",
         "",
+    ]
+    if "class_mapping" in result:
+        pairs = ", ".join(f"{m} -> {d}" for m, d in result["class_mapping"].items())
+        left = result["unmapped"]
+        lines += [f"classes mapped (model -> data): {pairs}",
+                  f"left out: model classes {', '.join(left['model']) or 'none'} (never predicted), "
+                  f"data classes {', '.join(left['data']) or 'none'} (their faces not scored)", ""]
+    lines += [
         f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}",
     ]
     for name in names:

@@ -1,6 +1,6 @@
 """The models that ship inside the package, and the names that stand for them.
 
-`bundled`, `fast` and `fast-int8` work wherever a model is accepted (a checkpoint
+`bundled`, `fast`, `fast-int8` and `ferplus` work wherever a model is accepted (a checkpoint
 path, run folder or .onnx file): `ferlab predict fast-int8 photo.jpg`,
 `EmotionRecognizer("fast")`, `train.teacher: bundled`. A real file or folder of
 the same name wins, so a user's own `bundled/` run folder is never shadowed.
@@ -17,7 +17,10 @@ BUNDLED_MODEL = WEIGHTS / "ferlab-fer2013.pt"
 # The fast model: a small student distilled from the bundled one, and its int8 ONNX export.
 BUNDLED_FAST = WEIGHTS / "ferlab-fer2013-fast.pt"
 BUNDLED_FAST_INT8 = WEIGHTS / "ferlab-fer2013-fast-int8.onnx"
-BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "fast": BUNDLED_FAST, "fast-int8": BUNDLED_FAST_INT8}
+# Trained on the FER+ crowd votes: FER+'s 8 classes (contempt too), FER+ class names.
+BUNDLED_FERPLUS = WEIGHTS / "ferlab-ferplus.pt"
+BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "fast": BUNDLED_FAST, "fast-int8": BUNDLED_FAST_INT8,
+                 "ferplus": BUNDLED_FERPLUS}
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
 
 

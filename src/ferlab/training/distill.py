@@ -54,8 +54,12 @@ def distillation_loss(
     weight: float,
     temperature: float,
     label_smoothing: float = 0.0,
+    hard: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
+    """(1 - weight) * the supervised loss + weight * the teacher term. `hard` is the
+    supervised loss where the caller has it (soft FER+ targets); else cross-entropy on `labels`."""
+    if hard is None:
+        hard = F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
     soft = F.kl_div(
         F.log_softmax(student_logits / temperature, dim=1),
         F.log_softmax(teacher_logits / temperature, dim=1),

@@ -7,7 +7,7 @@ randomness (shuffle, augmentation, dropout) is seeded from (seed, epoch), so a
 resumed run repeats exactly what an uninterrupted one would have done.
 
 Depends on: augment, inference, models.freeze, preprocess, runtime, and this
-package's state, tensors and distill.
+package's state, tensors, losses and distill.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ..models.freeze import freeze_batchnorm_stats
 from ..preprocess import Preprocessing, preprocess
 from ..runtime import Runtime
 from .distill import distillation_loss
+from .losses import supervised_loss
 from .state import TrainState, epoch_steps
 from .tensors import TrainData
 
@@ -36,18 +37,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on an augmented, preprocessed batch; returns (loss, logits)."""
+def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor,
+               targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on an augmented, preprocessed batch; returns (loss, logits).
+    `targets`: the batch's FER+ vote distributions (soft label modes), else None."""
     t = state.cfg.train
     with state.runtime.autocast():
         out = state.train_model(x)
-        if state.teacher is None:
-            loss = F.cross_entropy(out.float(), y, label_smoothing=t.label_smoothing)
-        else:
+        loss = supervised_loss(out.float(), y, targets, state.cfg.data.labels, t.label_smoothing)
+        if state.teacher is not None:
             with torch.no_grad():
                 soft = state.teacher(x).float()
             loss = distillation_loss(out.float(), soft, y, t.distill_weight, t.distill_temperature,
-                                     t.label_smoothing)
+                                     hard=loss)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.step(state.optimizer)
@@ -70,6 +72,10 @@ def train_one_epoch(
     perm = torch.randperm(n, generator=g, device=runtime.device)
     # Each rank takes every world-th sample, so a global batch is shared out evenly.
     perm = perm[: n - n % world][state.dist.rank :: world]
+    labels, targets = data.train_labels, data.train_targets
+    if targets is not None and data.label_mode == "probability":
+        # FER+ probability mode: this epoch's label for each face, drawn from its votes.
+        labels, targets = torch.multinomial(targets, 1, generator=g).squeeze(1), None
     per_rank_batch = max(1, t.batch_size // world)
     steps = min(epoch_steps(n, t.batch_size, world), max_steps or n)
 
@@ -82,8 +88,9 @@ def train_one_epoch(
     for step in range(steps):
         index = perm[step * per_rank_batch : (step + 1) * per_rank_batch]
         x = augment_batch(preprocess(data.train_images[index], state.pp), state.cfg.augment, g)
-        y = data.train_labels[index]
-        loss, out = train_step(state, runtime.memory_format(x), y)
+        y = labels[index]
+        loss, out = train_step(state, runtime.memory_format(x), y,
+                               None if targets is None else targets[index])
         loss_sum += loss * len(y)
         correct += (out.argmax(1) == y).sum()
         seen += len(y)
