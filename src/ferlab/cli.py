@@ -34,8 +34,11 @@ def _fail(message: str, code: int = 2) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     # Every error type a user can cause; each carries a message naming the file, field
     # or limit. ValueError covers ConfigError, DataError, CheckpointError, SweepError,
-    # ModelConfigError and RunError (all subclasses of it).
-    return (ValueError, FileNotFoundError)
+    # ModelConfigError and RunError (all subclasses of it); WriteError is a full disk or
+    # a folder that cannot be written.
+    from .files import WriteError
+
+    return (ValueError, FileNotFoundError, WriteError)
 
 
 def _run(fn, *args, **kwargs):
@@ -295,12 +298,19 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    cors: Annotated[Optional[list[str]], typer.Option("--cors", help="allow browser pages from this origin (repeatable; none by default)")] = None,
+    trusted_host: Annotated[Optional[list[str]], typer.Option("--trusted-host", help="answer only requests for this Host (repeatable; e.g. example.org, *.example.org)")] = None,
 ) -> None:
     """REST API (POST /api/predict, GET /api/health, /docs) and a web page at /."""
+    from .serve import check_port
     from .serve import serve as run_server
 
+    if not max_upload_mb > 0:
+        _fail(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
+    _run(check_port, host, port)  # before the model loads: a bad port is one line, not a traceback
     recognizer = _recognizer(model, device=device)  # fail here, before the server starts
-    run_server(host=host, port=port, max_upload_mb=max_upload_mb, recognizer=recognizer)
+    _run(run_server, host=host, port=port, max_upload_mb=max_upload_mb, recognizer=recognizer,
+         cors_origins=cors or (), trusted_hosts=trusted_host or ())
 
 
 @app.command()

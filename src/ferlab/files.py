@@ -1,15 +1,101 @@
 """Atomic file writes: nothing half-written is ever left where a user would find it.
 
+A write goes to a temp file beside its target (`.NAME.tmp-PID-XXXXXXXX.SUFFIX`) and is
+renamed over it only when complete. A process killed mid-write leaves its temp file
+behind; the next write into that folder removes such leftovers of processes that are
+no longer running (or older than a day). A full disk or a folder that cannot be
+written is one `WriteError` naming the file and the reason.
+
 Depends on: the standard library.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+_TEMP = re.compile(r"^\..*\.tmp-(\d+)-[A-Za-z0-9_]{8}(\.[^/]*)?$")
+STALE_SECONDS = 24 * 3600
+_cleaned: set[Path] = set()  # folders already swept by this process
+
+
+class WriteError(OSError):
+    """An output that cannot be written: no space left, no permission, not a folder."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove temp files that interrupted writes left in `folder`; returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group(1))
+        try:
+            old = now - entry.stat().st_mtime > STALE_SECONDS
+            if (pid != os.getpid() and not _alive(pid)) or old:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass  # another process cleaned it first, or it is not ours to remove
+    return removed
+
+
+def write_failure(path: Path, e: OSError) -> WriteError:
+    """The error to show for a failed write: the file, and what the disk or folder said."""
+    if e.errno == errno.ENOSPC:
+        try:
+            free = shutil.disk_usage(path.parent).free
+            left = f" ({free / 1e6:,.0f} MB free)"
+        except OSError:
+            left = ""
+        return WriteError(e.errno, f"{path}: no space left on the disk{left}; nothing was written")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WriteError(e.errno, f"{path}: cannot write here ({e.strerror})")
+    return WriteError(e.errno or 0, f"{path}: cannot write ({e.strerror or e})")
+
+
+def check_writable(folder: str | Path) -> None:
+    """Prove that `folder` can be made and written - before long work - without making it:
+    a probe file is written and removed in its nearest existing ancestor."""
+    folder = Path(folder).absolute()
+    base = folder
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        raise WriteError(errno.ENOTDIR, f"{folder}: cannot write here ({base} is a file, not a folder)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".probe.tmp-{os.getpid()}-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise write_failure(folder, e) from e
 
 
 @contextlib.contextmanager
@@ -21,15 +107,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     format from it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in _cleaned:
+            _cleaned.add(path.parent)
+            clean_stale_temps(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=path.suffix,
+                                   dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise write_failure(path, e) from e
     try:
         yield Path(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary files
         os.replace(tmp, path)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        raise write_failure(path, e) from e
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -3,6 +3,15 @@
 The model loads once when the app is made; inference runs in a worker thread
 (`run_in_threadpool`) so the event loop keeps answering other requests.
 
+Hostile input: request bodies are counted as they arrive, whatever the transfer
+encoding (a chunked upload without Content-Length too), and cut at the limit with
+413; at most `max_concurrent` uploads are read, decoded and classified at once
+(the others wait with their bytes in Starlette's disk spool), and every image goes
+through the pixel cap of `preprocess.decode_image`, so memory stays bounded however
+many clients send pixel bombs. No answer carries a filesystem path or an internal
+repr. CORS is off unless `cors_origins` names origins; `trusted_hosts` refuses
+requests for other Host headers.
+
     POST /api/predict  multipart `file` (an image) -> {"faces": [...], "model": ..., "width", "height"}
     GET  /api/health   -> {"status": "ok", "model": ..., "classes": [...]}
     GET  /             -> the page (upload, drag-drop or webcam snapshot; boxes, labels, bars)
@@ -13,20 +22,67 @@ Depends on: recognizer (the model), preprocess (the one image decoder); FastAPI,
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import os
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
-from .preprocess import as_rgb_array
+from .preprocess import ImageError, as_rgb_array
 from .recognizer import EmotionRecognizer
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 DEFAULT_MAX_UPLOAD_MB = 10.0
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside the body stream; FastAPI passes HTTPExceptions through as answers."""
+
+    def __init__(self, max_upload_mb: float):
+        super().__init__(413, f"upload larger than {max_upload_mb:g} MB")
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a declared Content-Length over the limit at once, and count
+    the bytes of every body as they arrive, so a chunked or lying client is cut at the limit."""
+
+    def __init__(self, app, limit: int, max_upload_mb: float):
+        self.app, self.limit, self.max_upload_mb = app, limit, max_upload_mb
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            response = JSONResponse({"detail": f"upload larger than {self.max_upload_mb:g} MB"}, 413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(self.max_upload_mb)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def public_description(classifier: Any) -> str:
+    """The model's one-line description without the folder it was loaded from."""
+    path = Path(classifier.path)
+    return classifier.description.replace(str(path), path.name)
 
 
 def create_app(
@@ -35,21 +91,31 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     device: str = "auto",
     recognizer: Any = None,
+    max_concurrent: int | None = None,
+    cors_origins: Sequence[str] = (),
+    trusted_hosts: Sequence[str] = (),
 ) -> FastAPI:
     """Build the app around one recognizer (loaded here, once)."""
+    if not max_upload_mb > 0:
+        raise ValueError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     recognizer = recognizer or EmotionRecognizer(model, device=device)
     limit = int(max_upload_mb * 1024 * 1024)
-    description = recognizer.classifier.description
+    description = public_description(recognizer.classifier)
+    # One decode + classification per core at a time: more would only queue inside torch,
+    # each holding a decoded image in memory.
+    slots = asyncio.Semaphore(max_concurrent or os.cpu_count() or 2)
     app = FastAPI(title="ferlab", version=__version__,
                   description="Facial expression recognition: faces and their emotions in a photo.")
+    app.add_middleware(BodyLimit, limit=limit + MULTIPART_OVERHEAD, max_upload_mb=max_upload_mb)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
 
-    @app.middleware("http")
-    async def reject_large_bodies(request: Request, call_next):
-        # Refuse before reading the body when the client says how big it is.
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit + 64 * 1024:
-            return JSONResponse({"detail": f"upload larger than {max_upload_mb:g} MB"}, status_code=413)
-        return await call_next(request)
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+    if trusted_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(trusted_hosts))
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:
@@ -60,14 +126,19 @@ def create_app(
     async def predict(file: UploadFile = File(..., description="a photo (jpg, png, webp, bmp, ...)")):
         if not (file.content_type or "").startswith("image/"):
             raise HTTPException(415, f"expected an image upload, got {file.content_type or 'no type'}")
-        data = await file.read(limit + 1)
-        if len(data) > limit:
-            raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-        try:
-            rgb = await run_in_threadpool(as_rgb_array, data)
-        except Exception as e:  # PIL raises several types for undecodable data
-            raise HTTPException(400, f"cannot decode {file.filename or 'the upload'} as an image: {e}") from e
-        faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
+        async with slots:
+            data = await file.read(limit + 1)
+            if len(data) > limit:
+                raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
+            try:
+                rgb = await run_in_threadpool(as_rgb_array, data)
+            except ImageError as e:  # ours: names the size and the limit, nothing internal
+                raise HTTPException(400, f"{_name(file)}: {e}") from e
+            except Exception as e:  # PIL raises several types, with reprs inside: not for clients
+                raise HTTPException(400, f"cannot decode {_name(file)} as an image "
+                                         "(unsupported format or corrupt data)") from e
+            del data
+            faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
         return {"faces": faces, "model": description, "width": int(rgb.shape[1]),
                 "height": int(rgb.shape[0])}
 
@@ -78,8 +149,35 @@ def create_app(
     return app
 
 
+def _name(file: UploadFile) -> str:
+    """The upload's own file name, for messages: its last part only, printable, short."""
+    name = Path(file.filename or "").name
+    name = "".join(c for c in name if c.isprintable())[:80]
+    return repr(name) if name else "the upload"
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind once before the app starts, so a bad port is one clear message, not a traceback."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be 1-65535, got {port}")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except socket.gaierror as e:
+        raise ValueError(f"cannot listen on {host}:{port}: unknown host ({e.strerror})") from e
+    except OSError as e:
+        why = {errno.EADDRINUSE: "the port is already in use", errno.EACCES: "the port needs more privileges",
+               errno.EADDRNOTAVAIL: "the host is not an address of this machine"}.get(e.errno, e.strerror)
+        raise ValueError(f"cannot listen on {host}:{port}: {why}") from e
+
+
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, device: str = "auto",
-          recognizer: Any = None) -> None:
-    app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer)
+          recognizer: Any = None, cors_origins: Sequence[str] = (),
+          trusted_hosts: Sequence[str] = ()) -> None:
+    check_port(host, port)
+    app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer,
+                     cors_origins=cors_origins, trusted_hosts=trusted_hosts)
     uvicorn.run(app, host=host, port=port)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..labels import NUM_CLASSES
-from .registry import ModelConfigError, register_model
+from .registry import ModelConfigError, positive, register_model
 
 
 def pooled_size(size: int, pool_size: int, strides: int) -> int:
@@ -51,6 +51,8 @@ def seed_cnn(
     in_chans: int = 1,
     input_size: int = 48,
 ) -> nn.Sequential:
+    positive(kernel_size=kernel_size, pool_size=pool_size, strides=strides,
+             filters_in_each_block=list(filters_in_each_block))
     filters = list(filters_in_each_block)
     if block_num < 1 or layer_num < 1:
         raise ModelConfigError(f"block_num and layer_num must be >= 1, got {block_num}, {layer_num}")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..labels import NUM_CLASSES
-from .registry import ModelConfigError, register_model
+from .registry import ModelConfigError, positive, register_model
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -33,6 +33,9 @@ def vgg(
 ) -> nn.Sequential:
     """`widths` channels per stage, `depth` convs per stage; stage k runs at 48 / 2**k px."""
     widths = list(widths)
+    positive(widths=widths, depth=depth)
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ModelConfigError(f"model.dropout_rate must be in [0, 1), got {dropout_rate}")
     if not widths or depth < 1:
         raise ModelConfigError(f"vgg needs at least one stage and depth >= 1, got {widths}, {depth}")
     if 48 >> (len(widths) - 1) < 1:

@@ -38,8 +38,8 @@ from optuna.trial import TrialState
 
 from ..config import Config, ConfigError, apply_overrides
 from ..data import load_dataset
-from ..files import atomic_write_text
-from ..models.registry import ModelConfigError
+from ..files import atomic_write_text, check_writable
+from ..models.registry import ModelConfigError, check_model_args
 from ..training import train
 from .spec import Stage, SweepError, SweepSpec, describe, fit_filters, overrides, point_label
 
@@ -227,6 +227,11 @@ def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> 
             study.tell(trial, state=TrialState.FAIL)
             log(f"  {label}: invalid configuration: {e}")
             continue
+        except Exception as e:  # any other failure of this point: record it, go on with the rest
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"  {label}: failed: {type(e).__name__}: {e}")
+            continue
         trial.set_user_attr("per_seed", result.per_seed)
         study.tell(trial, result.mean)
 
@@ -274,21 +279,72 @@ def worker(spec: SweepSpec, threads: int | None = None, log: Callable[[str], Non
     stage_bases(spec, storage, data, log, run=True)
 
 
-def _worker_entry(spec: SweepSpec, threads: int, number: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the process that started it is gone (even after kill -9)."""
+    try:  # Linux: the kernel sends SIGTERM the moment the parent dies
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # everywhere else (and a parent that died before prctl): poll
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker_entry(spec: SweepSpec, threads: int, number: int, parent: int) -> None:
+    _die_with_parent(parent)
     worker(spec, threads, log=lambda s: print(f"[worker {number}] {s}", flush=True))
+
+
+def check_points(spec: SweepSpec) -> None:
+    """Every point's keys and value types, checked before the first trial: a typo such as
+    model.kernal_size would otherwise fail every trial, one at a time."""
+    base = spec.base
+    for stage in spec.stages:
+        # tpe: one probe point, each key at its first choice or its low end
+        points = stage.points if stage.kind != "tpe" else [{k: v[0] for k, v in stage.space}]
+        for point in points:
+            try:
+                cfg = apply_overrides(base, overrides(fit_filters(point, base)))
+                check_model_args(cfg.model.name, cfg.model.args)
+            except (ConfigError, ModelConfigError) as e:
+                raise SweepError(f"--param {', '.join(sorted(point))}: {e}") from e
+
+
+def check_outcome(spec: SweepSpec, storage) -> None:
+    """A study in which no trial of some stage finished is an error, with the first reason."""
+    for index, stage in enumerate(spec.stages):
+        try:
+            study = optuna.load_study(study_name=f"{spec.name}/{index}-{stage.name}", storage=storage)
+        except KeyError:  # never started: an earlier stage ended the study
+            continue
+        trials = study.get_trials(deepcopy=False)
+        if trials and not any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+            first = next((t.user_attrs["error"] for t in trials if "error" in t.user_attrs), "no message")
+            raise SweepError(f"stage {stage.name}: all {len(trials)} trials failed; first: {first}")
 
 
 def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _print) -> None:
     """Run (or resume, or join) a study with `workers` local processes; the caller then
     writes the report (`study.report.write_report`)."""
+    check_points(spec)
+    check_writable(spec.study_dir)
     spec.study_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(spec.study_dir / "spec.yaml", yaml.safe_dump(describe(spec), sort_keys=False))
     if workers <= 1:
         worker(spec, log=log)
+        check_outcome(spec, open_storage(spec.storage_url))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_entry, args=(spec, threads, i)) for i in range(workers)]
+        procs = [ctx.Process(target=_worker_entry, args=(spec, threads, i, os.getpid()))
+                 for i in range(workers)]
         for p in procs:
             p.start()
         for p in procs:
@@ -296,6 +352,7 @@ def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _p
         failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if failed:
             raise SweepError(f"worker(s) {failed} exited with an error; rerun the same command to resume")
+        check_outcome(spec, open_storage(spec.storage_url))
 
 
 

@@ -6,7 +6,7 @@ set), epoch count fitted to a budget where set, `TrainState` made, then
 `run_epochs` - train, validate, save, report, once per epoch. Under `torchrun`
 each rank runs the same code and only rank 0 writes the run folder.
 
-Depends on: checkpoint, config, inference (TTA check), models, preprocess, runtime,
+Depends on: checkpoint, config, files, inference (TTA check), models, preprocess, runtime,
 and this package's engine, state, tensors, run_folder, budget, finetune, distill,
 distributed.
 """
@@ -23,8 +23,10 @@ from torch import nn
 from ..checkpoint import checkpoint_dict, read_checkpoint
 from ..config import Config, ConfigError, check_ranges, replace, to_dict
 from ..data import FerData
+from ..files import check_writable
 from ..inference import check_tta
 from ..models import build_model
+from ..models.registry import check_forward
 from ..preprocess import Preprocessing
 from ..runtime import Runtime
 from .budget import fit_epochs_to_budget
@@ -50,6 +52,10 @@ def check_train_settings(cfg: Config) -> None:
     if t.distill_temperature <= 0:
         raise ConfigError(f"train.distill_temperature must be positive, got {t.distill_temperature}")
     check_finetune(t.finetune)
+    if t.init is None:  # with init, the checkpoint's architecture is used (checked when read)
+        # Build once on the CPU: wrong types, out-of-range sizes and architectures that
+        # cannot run are refused now, before the data is read and the run folder is made.
+        check_forward(build_model(cfg.model.name, **cfg.model.args), cfg.model.name)
 
 
 def format_row(row: dict[str, Any], t) -> str:
@@ -144,6 +150,8 @@ def train(
         raise RunError("under torchrun, name the run folder with --out so all ranks agree")
     out = Path(out_dir) if out_dir is not None else default_run_dir(cfg, run_name)
     folder = RunFolder(out, writes=dist_info.main)
+    if folder.writes:
+        check_writable(out)  # before the data is read: an unwritable --out is one clear line
     cfg, resume_ckpt = folder.resume_from(cfg, resume, log)
 
     runtime = Runtime.create(device_name, cfg.train.precision, cfg.train.channels_last)
@@ -157,9 +165,13 @@ def train(
     state = TrainState.create(cfg, model, runtime, total_steps=steps, pp=pp, dist=dist_info, teacher=teacher)
     history, start_epoch = [], 1
     if resume_ckpt is not None:
-        state.load(resume_ckpt)
-        history, start_epoch = list(resume_ckpt["history"]), resume_ckpt["epoch"] + 1
-        log(f"resuming {folder.path} after epoch {resume_ckpt['epoch']}")
+        done = resume_ckpt["epoch"]
+        if state.load(resume_ckpt, steps // cfg.train.epochs * done):
+            log(f"train.epochs {resume_ckpt['config']['train']['epochs']} -> {cfg.train.epochs}: the "
+                f"{cfg.train.scheduler} schedule is rebuilt for {cfg.train.epochs} epochs and continues "
+                f"at its step for epoch {done + 1} (lr {state.lr:.2e})")
+        history, start_epoch = list(resume_ckpt["history"]), done + 1
+        log(f"resuming {folder.path} after epoch {done}")
     folder.start(cfg)
     log(f"run {folder.path}: {cfg.model.name}, {len(d.train_labels)} train / {len(d.val_labels)} "
         f"{d.val_split} images, {runtime.describe()}"

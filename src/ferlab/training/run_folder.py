@@ -83,6 +83,9 @@ class RunFolder:
             diffs = config_differences(to_dict(cfg), saved, {"train.epochs", "data.source"})
             if diffs:
                 raise RunError(f"{self.path}: cannot resume with a changed config: {'; '.join(diffs)}")
+            if cfg.train.epochs < ckpt["epoch"]:
+                raise RunError(f"{self.path}: the run has already trained {ckpt['epoch']} epochs; --epochs "
+                               f"{cfg.train.epochs} would shorten it (give at least {ckpt['epoch']})")
             return cfg, ckpt
         if resume:
             log(f"{self.path}: nothing to resume (no last.pt); starting a new run")

@@ -69,11 +69,23 @@ class TrainState:
         return cls(cfg, model, train_model, optimizer, scheduler, scaler, runtime,
                    pp or Preprocessing(), dist, teacher)
 
-    def load(self, ckpt: dict[str, Any]) -> None:
-        """Weights, optimizer and schedule from a `last.pt` (resume)."""
+    def load(self, ckpt: dict[str, Any], steps_done: int) -> bool:
+        """Weights, optimizer and schedule from a `last.pt` (resume). Returns True when the
+        schedule was rebuilt: `train.epochs` changed (a run extended), so the saved schedule
+        (whose length is fixed: one-cycle's total steps) is replaced by this run's, advanced
+        to the `steps_done` already taken."""
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["config"]["train"]["epochs"] == self.cfg.train.epochs:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            return False
+        import warnings
+
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": on purpose
+            warnings.simplefilter("ignore")
+            for _ in range(steps_done):
+                self.scheduler.step()
+        return True
 
     @property
     def lr(self) -> float:
