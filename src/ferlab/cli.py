@@ -80,9 +80,12 @@ def prepare(
 
     if out.suffix != ".npz":
         _fail(f"{out}: the cache must be a .npz file")
+    from .files import check_writable
+
+    _run(check_writable, out.parent)  # before a long read, not after it
     data, report = _run(load_dataset, source, skip_bad=skip_bad, split_name=split_name,
                         progress=sys.stderr.isatty(), classes=classes, votes=votes, unlabeled=True)
-    save_cache(data, out)
+    _run(save_cache, data, out)
     for line in report.lines():
         typer.echo(line)
     typer.echo(format_counts(data))
@@ -251,6 +254,9 @@ def predict(
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
     files, missing = expand_inputs(paths)
     if annotate is not None:
+        from .files import check_writable
+
+        _run(check_writable, annotate)
         annotate.mkdir(parents=True, exist_ok=True)
     result = predict_files(recognizer, files, annotate_dir=annotate, video_dir=video_dir, every=every,
                            progress=sys.stderr.isatty() and not (as_json or as_csv))

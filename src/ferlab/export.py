@@ -30,7 +30,7 @@ from .checkpoint import LoadedModel, slim_checkpoint
 from .classifier import ONNX_METADATA_KEY as METADATA_KEY
 from .classifier import load_classifier, require_torch
 from .data import TRAIN_SPLIT, load_dataset, stratified_subset
-from .files import atomic_path
+from .files import atomic_path, check_writable
 from .inference import check_tta
 from .preprocess import Preprocessing, preprocess
 
@@ -134,6 +134,7 @@ def export_model(
     if int8 and (out.suffix != ".onnx" or not calibration_data):
         raise ValueError("--int8 writes a .onnx file and needs --calibration-data "
                          "(a cache or source of faces)")
+    check_writable(out.parent)  # before the model loads and calibration runs
     loaded = require_torch(load_classifier(ref, device="cpu", precision="fp32"), "export").loaded
     if check_tta(tta, "--tta") is not None:
         loaded.meta["tta"] = tta

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,24 +66,39 @@ class SweepSpec:
         return self.storage or f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
 
 
+def _numbers(texts: list[str]) -> bool:
+    try:
+        return all(isinstance(float(t), float) for t in texts)
+    except ValueError:
+        return False
+
+
 def parse_param(text: str) -> tuple[str, Any]:
     """`model.kernel_size=2,3,4,5` or `=[2,3]` -> choices; `train.lr=1e-4:1e-2:log` -> range."""
     key, sep, value = text.partition("=")
     if not sep or "." not in key:
         raise SweepError(f"--param {text!r}: expected SECTION.KEY=VALUES, e.g. model.kernel_size=2,3,4,5")
     value = value.strip()
-    if ":" in value and not value.startswith("["):
-        parts = value.split(":")
+    parts = value.split(":")
+    if ":" in value and "," not in value and not value.startswith("[") and _numbers(parts[:2]):
+        # LOW:HIGH[:log]; anything else with a colon (cuda:0, cuda:0,cpu) is a list of choices
         if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "log"):
             raise SweepError(f"--param {text!r}: a range is LOW:HIGH or LOW:HIGH:log")
-        low, high = (yaml.safe_load(p) for p in parts[:2])
-        low, high = (float(v) if isinstance(v, str) else v for v in (low, high))
-        if not all(isinstance(v, (int, float)) for v in (low, high)) or low >= high:
-            raise SweepError(f"--param {text!r}: range bounds must be numbers, LOW < HIGH")
+        low, high = (float(p) for p in parts[:2])
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise SweepError(f"--param {text!r}: range bounds must be finite numbers, LOW < HIGH")
+        if all(p.strip().lstrip("-").isdigit() for p in parts[:2]):
+            low, high = int(low), int(high)  # an integer range: suggest_int
         return key, (low, high, len(parts) == 3)
-    parsed = yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise SweepError(f"--param {text!r}: cannot parse the values: {str(e).splitlines()[0]}") from e
     if isinstance(parsed, str):
-        parsed = [yaml.safe_load(v) for v in parsed.split(",")]
+        try:
+            parsed = [yaml.safe_load(v) for v in parsed.split(",")]
+        except yaml.YAMLError as e:
+            raise SweepError(f"--param {text!r}: cannot parse the values: {str(e).splitlines()[0]}") from e
     if not isinstance(parsed, list) or not parsed:
         parsed = [parsed]
     return key, parsed

@@ -1,0 +1,464 @@
+"""Hostile input and faults, entry point by entry point: parsers fed anything (hypothesis),
+kill -9 in the middle of checkpoint writes, a disk that fills mid-save, and a server under
+abuse (pixel bombs, chunked and lying bodies, slow clients, 50 at once) - loopback only,
+every loop bounded in count and time."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY_MODEL, make_data
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from ferlab.checkpoint import read_checkpoint, save_checkpoint
+from ferlab.config import ConfigError, apply_overrides, load_config
+from ferlab.data import DataError, load_dataset, majority_labels
+from ferlab.data.ferplus import parse_votes
+from ferlab.files import WriteError, clean_stale_temps
+from ferlab.labels import emotion_id
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# --------------------------------------------------------------------------- parsers, fed anything
+
+cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@FAST
+@given(rows=st.lists(st.lists(cell, min_size=0, max_size=4), max_size=6))
+def test_csv_reader_answers_anything_with_data_or_a_data_error(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("csv") / "fer2013.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        w.writerows(rows)
+    try:
+        data, _ = load_dataset(path)
+    except DataError as e:
+        assert str(path) in str(e)  # every refusal names the file
+    else:
+        assert data.images.shape[1:] == (48, 48) and ((data.labels >= 0) & (data.labels < 7)).all()
+
+
+@FAST
+@given(fields=st.lists(st.one_of(cell, st.integers(-5, 20).map(str)), max_size=12))
+def test_vote_parser_accepts_ten_counts_and_refuses_the_rest_by_name(fields):
+    try:
+        votes = parse_votes(fields, "label.csv, line 7")
+    except DataError as e:
+        assert "label.csv, line 7" in str(e)
+    else:
+        assert len(votes) == 10 and all(v >= 0 for v in votes)
+
+
+@FAST
+@given(votes=st.lists(st.integers(0, 12), min_size=10, max_size=10))
+def test_majority_rule_invariants(votes):
+    label = int(majority_labels(np.array([votes]))[0])
+    kept = [v if v > 1 else 0 for v in votes]
+    if 0 <= label < 8:
+        assert kept[label] > sum(kept) / 2  # a strict majority of what the outlier rule keeps
+    else:
+        assert label in (-1, -2)
+
+
+@FAST
+@given(item=st.text(max_size=40))
+def test_overrides_answer_anything_with_a_config_or_a_config_error(item):
+    try:
+        apply_overrides(load_config(None), [item])
+    except ConfigError:
+        pass
+
+
+@FAST
+@given(text=st.text(max_size=30))
+def test_sweep_param_grammar_answers_anything_with_values_or_a_sweep_error(text):
+    from ferlab.study.spec import SweepError, parse_param
+
+    try:
+        key, values = parse_param(text)
+    except SweepError as e:
+        assert "--param" in str(e)
+    else:
+        assert "." in key and (isinstance(values, list) and values or isinstance(values, tuple))
+
+
+@FAST
+@given(name=st.text(max_size=20))
+def test_folder_names_never_crash_the_label_lookup(name):
+    assert emotion_id(name) in (None, *range(7))
+
+
+# --------------------------------------------------------------------------- kill -9 and full disks
+
+WRITER = textwrap.dedent("""
+    import sys, torch
+    from ferlab.checkpoint import save_checkpoint
+    big = {"format": "ferlab-checkpoint", "version": 1, "w": torch.randn(2_000_000)}
+    i = 0
+    while True:
+        big["step"] = i
+        save_checkpoint(big, sys.argv[1])
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.7])
+def test_kill_9_during_checkpoint_writes_leaves_a_whole_file(tmp_path, delay):
+    target = tmp_path / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
+    try:
+        deadline = time.time() + 60
+        while not target.exists() and time.time() < deadline:  # wait for the first whole write
+            time.sleep(0.05)
+        time.sleep(delay)  # then kill it at some moment of a later write
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    ckpt = read_checkpoint(target)  # always a whole checkpoint: the old one or the new one
+    assert ckpt["w"].numel() == 2_000_000 and ckpt["step"] >= 0
+    # the next write into the folder clears what the killed writer left behind
+    leftovers = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert len(clean_stale_temps(tmp_path)) == len(leftovers)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_disk_that_fills_mid_save_keeps_the_old_file_and_says_so(tmp_path, monkeypatch):
+    import torch
+
+    target = tmp_path / "best.pt"
+    save_checkpoint({"format": "ferlab-checkpoint", "version": 1, "step": 1}, target)
+
+    def half_then_full(obj, f, *a, **k):
+        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    with pytest.raises(WriteError, match=r"best\.pt: no space left on the disk .*nothing was written"):
+        save_checkpoint({"format": "ferlab-checkpoint", "version": 1, "step": 2}, target)
+    monkeypatch.undo()
+    assert read_checkpoint(target)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+
+
+def test_cli_full_disk_and_unwritable_out_are_one_error_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+    from ferlab.data import save_cache
+
+    cache = tmp_path / "d.npz"
+    save_cache(make_data(70, 35), cache)
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["train", "--data", str(cache), "--out", str(tmp_path / "file" / "run"),
+                                      *TINY_MODEL])
+    assert result.exit_code == 2 and "error:" in result.output and "is a file, not a folder" in result.output
+    import ferlab.files
+
+    real = ferlab.files.os.replace
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ferlab.files.os, "replace", full)
+    result = CliRunner().invoke(app, ["prepare", str(cache), "-o", str(tmp_path / "copy.npz")])
+    monkeypatch.setattr(ferlab.files.os, "replace", real)
+    assert result.exit_code == 2, result.output
+    assert "copy.npz: no space left on the disk" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "copy.npz").exists() and not list(tmp_path.glob(".copy*"))
+
+
+def test_bad_model_options_are_one_error_line_and_write_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+    from ferlab.data import save_cache
+
+    cache = tmp_path / "d.npz"
+    save_cache(make_data(70, 35), cache)
+    for option, message in (("model.strides=0", "model.strides must be >= 1"),
+                            ("model.kernel_size=abc", "model.kernel_size must be an integer, got 'abc'"),
+                            ("model.filters_in_each_block=[8,x]", "must be a list of integers"),
+                            ("train.batch_size=0", "train.batch_size must be at least 1")):
+        out = CliRunner().invoke(app, ["train", "--data", str(cache), "--out", str(tmp_path / "run"),
+                                       *TINY_MODEL, option])
+        assert out.exit_code == 2 and message in out.output, (option, out.output)
+        assert not (tmp_path / "run").exists()
+
+
+def test_resume_extends_a_finished_one_cycle_run_and_refuses_to_shorten_it(tmp_path, synthetic_data):
+    from ferlab.training import RunError, train
+
+    args = [*TINY_MODEL, "train.scheduler=onecycle", "train.lr=0.01"]
+    first = train(load_config(None, [*args, "train.epochs=2"]), tmp_path / "run", data=synthetic_data,
+                  log=lambda _: None)
+    config_before = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(RunError, match="already trained 2 epochs; --epochs 1 would shorten it"):
+        train(load_config(None, [*args, "train.epochs=1"]), tmp_path / "run", data=synthetic_data,
+              resume=True)
+    assert (tmp_path / "run" / "config.yaml").read_text() == config_before
+    logs = []
+    history = train(load_config(None, [*args, "train.epochs=4"]), tmp_path / "run", data=synthetic_data,
+                    resume=True, log=logs.append)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and history[:2] == first
+    assert any("schedule is rebuilt for 4 epochs" in line for line in logs)
+    assert history[-1]["lr"] < history[2]["lr"]  # the longer cycle anneals again to its end
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_sweep_workers_end_with_a_killed_parent(tmp_path):
+    if not Path("/proc/self/task").exists():
+        pytest.skip("no /proc here: child processes cannot be listed")
+    from ferlab.data import save_cache
+
+    cache = tmp_path / "d.npz"
+    save_cache(make_data(280, 70), cache)
+    cmd = [sys.executable, "-m", "ferlab", "sweep", "--data", str(cache), "--study", str(tmp_path / "s"),
+           "--workers", "2", "--param", "model.kernel_size=2,3,4,5", "--epochs", "50", *TINY_MODEL]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    deadline = time.time() + 60
+    while time.time() < deadline and len(workers) < 2:
+        workers = [c for c in _children(parent.pid)
+                   if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    assert len(workers) == 2, "the workers never started"
+    deadline = time.time() + 15
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and _state(w) != "Z" for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and _state(w) != "Z"]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "workers outlived their killed parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_sweep_failing_points_unknown_keys_and_all_failed(tmp_path):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+    from ferlab.data import save_cache
+
+    cache = tmp_path / "d.npz"
+    save_cache(make_data(70, 35), cache)
+    run = CliRunner().invoke
+    base = ["sweep", "--data", str(cache), "--epochs", "1", *TINY_MODEL]
+    out = run(app, [*base, "--study", str(tmp_path / "typo"), "--param", "model.kernal_size=2,3"])
+    assert out.exit_code == 2 and "has no option kernal_size" in out.output
+    assert not (tmp_path / "typo" / "trials").exists()
+    # a point that fails for a reason other than its architecture is recorded; the rest goes on
+    out = run(app, [*base, "--study", str(tmp_path / "mixed"), "--param", "train.device=cpu,cuda:9"])
+    assert out.exit_code == 0, out.output
+    results = (tmp_path / "mixed" / "results.csv").read_text()
+    assert "complete" in results and "fail" in results and "cuda:9" in results
+    out = run(app, [*base, "--study", str(tmp_path / "bad"), "--param", "train.device=cuda:9"])
+    assert out.exit_code == 2 and "all 1 trials failed" in out.output
+
+
+# --------------------------------------------------------------------------- the server under abuse
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real uvicorn server on a free loopback port, around a tiny model."""
+    import uvicorn
+
+    from ferlab.serve import create_app
+    from ferlab.training import train
+
+    run = tmp_path_factory.mktemp("model")
+    train(load_config(None, [*TINY_MODEL, "train.epochs=1"]), run, data=make_data(), log=lambda _: None)
+    app = create_app(run, max_upload_mb=1.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield {"port": port, "run": run}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def http(port: int, raw: bytes, body_chunks=(), pause: float = 0.0, timeout: float = 20.0) -> bytes:
+    """Send a raw request (then body chunks, `pause` apart); return what the server answered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        for chunk in body_chunks:
+            time.sleep(pause)
+            try:
+                s.sendall(chunk)
+            except OSError:  # the server answered and closed: stop sending
+                break
+        s.settimeout(timeout)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + _length(answer):
+                data = s.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def multipart(payload: bytes, name: str = "a.png", boundary: str = "ferlabXYZ") -> tuple[bytes, bytes]:
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode()
+    ctype = f"multipart/form-data; boundary={boundary}".encode()
+    return head + payload + f"\r\n--{boundary}--\r\n".encode(), ctype
+
+
+def post(port: int, payload: bytes, name: str = "a.png") -> tuple[int, bytes]:
+    body, ctype = multipart(payload, name)
+    raw = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
+           + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    answer = http(port, raw)
+    return int(answer.split(b" ")[1]), answer
+
+
+def pixel_bomb(side: int = 12000) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status here: memory cannot be measured")
+
+
+def test_chunked_upload_without_length_is_cut_at_the_limit(server):
+    body, ctype = multipart(b"")
+    head = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: " + ctype + b"\r\n\r\n")
+    first = body[: body.index(b"\r\n\r\n") + 4]
+    chunk = b"\0" * 65536
+    chunks = [b"%x\r\n%s\r\n" % (len(first), first)] + [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 320  # 20 MB
+    answer = http(server["port"], head, chunks)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"larger than 1 MB" in answer
+
+
+def test_declared_oversize_body_is_refused_before_it_is_sent(server):
+    raw = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x"
+           b"\r\nContent-Length: 900000000\r\n\r\n")
+    assert http(server["port"], raw).startswith(b"HTTP/1.1 413")
+
+
+def test_lying_content_length_gets_an_answer_not_a_crash(server):
+    body, ctype = multipart(pixel_bomb(64))
+    raw = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
+           + b"\r\nContent-Length: 40\r\nConnection: close\r\n\r\n" + body)
+    status = int(http(server["port"], raw).split(b" ")[1])
+    assert status in (400, 422)
+
+
+def test_pixel_bomb_garbage_and_answers_show_no_paths_or_reprs(server):
+    status, answer = post(server["port"], pixel_bomb())
+    assert status == 400 and b"over the limit" in answer
+    status, answer = post(server["port"], b"\x89PNG\r\n\x1a\n" + os.urandom(3000), name="../../etc/x.png")
+    assert status == 400 and b"cannot decode 'x.png'" in answer
+    health = http(server["port"], b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    for answer in (health, post(server["port"], pixel_bomb())[1]):
+        assert str(server["run"]).encode() not in answer and b" at 0x" not in answer and b"<" not in answer
+
+
+def test_a_slow_client_does_not_hold_up_the_others(server):
+    body, ctype = multipart(pixel_bomb(48))
+    head = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
+            + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
+    pieces = [body[i:i + 40] for i in range(0, len(body), 40)][:40]  # ~4 s of trickling, then it stops
+    slow = threading.Thread(target=http, args=(server["port"], head, pieces, 0.1, 10.0), daemon=True)
+    slow.start()
+    time.sleep(0.3)
+    start = time.perf_counter()
+    health = http(server["port"], b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    assert health.startswith(b"HTTP/1.1 200") and time.perf_counter() - start < 2.0
+    slow.join(timeout=15)
+
+
+def test_fifty_concurrent_clients_all_get_answers(server):
+    photo = io.BytesIO()
+    Image.fromarray(make_data(7, 0).images[0]).resize((160, 160)).save(photo, "PNG")
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(lambda i: post(server["port"], photo.getvalue())[0], range(50)))
+    assert statuses == [200] * 50
+
+
+def test_memory_stays_flat_under_twenty_concurrent_pixel_bombs(server):
+    bomb = pixel_bomb()
+    post(server["port"], bomb)  # warm-up: first-request allocations are not growth
+    before = rss_mb()
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda i: post(server["port"], bomb)[0], range(20)))
+    grown = rss_mb() - before
+    assert statuses == [400] * 20
+    assert grown < 200, f"server memory grew by {grown:.0f} MB"
+
+
+def test_cors_and_trusted_hosts(server):
+    from fastapi.testclient import TestClient
+
+    from ferlab.serve import create_app
+
+    plain = TestClient(create_app(server["run"]))
+    assert "access-control-allow-origin" not in plain.get("/api/health", headers={"Origin": "http://x.org"}).headers
+    strict = TestClient(create_app(server["run"], cors_origins=["http://x.org"], trusted_hosts=["ok.org"]),
+                        base_url="http://ok.org")
+    allowed = strict.get("/api/health", headers={"Origin": "http://x.org"})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://x.org"
+    assert strict.get("http://evil.org/api/health").status_code == 400
+
+
+def test_bad_port_is_one_clear_error(server):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+
+    busy = CliRunner().invoke(app, ["serve", "--model", str(server["run"]), "--port", str(server["port"])])
+    assert busy.exit_code == 2 and "already in use" in busy.output and "Traceback" not in busy.output
+    out = CliRunner().invoke(app, ["serve", "--port", "70000"])
+    assert out.exit_code == 2 and "--port must be 1-65535" in out.output
