@@ -462,3 +462,16 @@ def test_bad_port_is_one_clear_error(server):
     assert busy.exit_code == 2 and "already in use" in busy.output and "Traceback" not in busy.output
     out = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert out.exit_code == 2 and "--port must be 1-65535" in out.output
+
+
+def test_junk_cache_and_bad_every_are_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+
+    junk = tmp_path / "fake.npz"
+    junk.write_text("not a cache")
+    out = CliRunner().invoke(app, ["evaluate", "--data", str(junk)])
+    assert out.exit_code == 2 and "fake.npz: not a ferlab cache (not a .npz archive)" in out.output
+    out = CliRunner().invoke(app, ["predict", str(tmp_path), "--every", "0"])
+    assert out.exit_code == 2 and "--every must be >= 1" in out.output and "Traceback" not in out.output

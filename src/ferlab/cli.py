@@ -251,6 +251,8 @@ def predict(
     model, paths = split_model_argument(inputs)
     if not paths:
         _fail("no images given")
+    if every < 1:
+        _fail(f"--every must be >= 1, got {every}")
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
     files, missing = expand_inputs(paths)
     if annotate is not None:
@@ -258,8 +260,8 @@ def predict(
 
         _run(check_writable, annotate)
         annotate.mkdir(parents=True, exist_ok=True)
-    result = predict_files(recognizer, files, annotate_dir=annotate, video_dir=video_dir, every=every,
-                           progress=sys.stderr.isatty() and not (as_json or as_csv))
+    result = _run(predict_files, recognizer, files, annotate_dir=annotate, video_dir=video_dir, every=every,
+                  progress=sys.stderr.isatty() and not (as_json or as_csv))
     errors = [f"{m}: no such file, folder or match" for m in missing] + result.errors
     for line in errors:
         typer.echo(f"error: {line}", err=True)

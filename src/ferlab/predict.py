@@ -86,6 +86,8 @@ def predict_files(
     every: int = 1,
     progress: bool = False,
 ) -> PredictResult:
+    if every < 1:  # refused once, up front, not once per video
+        raise ValueError(f"--every must be >= 1, got {every}")
     result = PredictResult()
     outputs = OutputNames()
     for path in files:
@@ -103,7 +105,8 @@ def predict_files(
                 suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
                 save_annotated(rgb, faces, annotate_dir / outputs.name(path, f"_annotated{suffix}"))
         except Exception as e:  # any unreadable input is reported; the others still run
-            result.errors.append(f"{path}: {e}")
+            message = str(e)  # a message that names the file already is not prefixed again
+            result.errors.append(message if message.startswith(f"{path}:") else f"{path}: {message}")
     return result
 
 

@@ -37,6 +37,9 @@ def save_cache(data: FerData, path: str | Path) -> None:
 
 def load_cache(path: str | Path) -> FerData:
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a ferlab cache (not a .npz archive); make one with "
+                        "`ferlab prepare SOURCE -o FILE.npz`")
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = {"images", "labels", "splits", "ids", "class_names"} - set(z.files)
