@@ -311,3 +311,39 @@ def test_cli_prepare_train_evaluate_on_ferplus(tmp_path):
     out = run(app, ["prepare", str(pixels), "--votes", str(tmp_path / "nope.csv"),
                     "-o", str(tmp_path / "x.npz")])
     assert out.exit_code == 2 and "nope.csv: no such file" in out.output
+
+
+# --------------------------------------------------------------------------- the shipped FER+ model
+
+
+def test_shipped_ferplus_model_by_name():
+    from ferlab.recognizer import EmotionRecognizer
+    from ferlab.shipped import BUNDLED_FERPLUS, SAMPLE_PHOTO
+
+    if not BUNDLED_FERPLUS.exists():
+        pytest.skip(f"no shipped FER+ model at {BUNDLED_FERPLUS}")
+    assert BUNDLED_FERPLUS.stat().st_size <= 10 * 1024 * 1024
+    rec = EmotionRecognizer("ferplus")
+    assert rec.class_names == FERPLUS_EMOTIONS
+    faces = rec.detect_emotions(SAMPLE_PHOTO)
+    assert len(faces) == 1 and faces[0]["emotion"] == "happiness"
+
+
+def test_shipped_ferplus_model_on_ferplus_validation(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+    from ferlab.shipped import BUNDLED_FERPLUS
+
+    if not BUNDLED_FERPLUS.exists():
+        pytest.skip(f"no shipped FER+ model at {BUNDLED_FERPLUS}")
+    if not FERPLUS_ZIP.exists():
+        pytest.skip(f"real FER+ data not found at {FERPLUS_ZIP} (shared/data is absent here)")
+    out = CliRunner().invoke(app, ["evaluate", "ferplus", "--data", str(FERPLUS_ZIP),
+                                   "--split", "FER2013Valid",
+                                   "--json", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output.strip().splitlines()[-1])
+    assert report["n"] == 3191 and report["accuracy"] >= 0.86, report["accuracy"]

@@ -65,7 +65,7 @@ def test_not_an_image_type_is_415(client):
 
 def test_undecodable_image_is_400(client):
     response = client.post("/api/predict", files={"file": ("broken.jpg", b"\xff\xd8 nope", "image/jpeg")})
-    assert response.status_code == 400 and "cannot decode broken.jpg" in response.json()["detail"]
+    assert response.status_code == 400 and "cannot decode 'broken.jpg'" in response.json()["detail"]
 
 
 def test_too_large_is_413(client):

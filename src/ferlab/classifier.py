@@ -8,15 +8,17 @@ what it is:
     tta             its default test-time augmentation
     description     one line for logs and the server's health answer
     path            the file it came from
-    predict_proba(faces, tta=None) -> (N, classes) numpy
+    temperature     its calibration temperature (1.0: raw scores; see calibration.py)
+    predict_proba(faces, tta=None, batch_size=1024, calibrated=True) -> (N, classes) numpy
 
 `load_classifier` resolves every kind of reference - a shipped model's name
 (`bundled`, `fast`, `fast-int8`), a run folder, a `.pt` checkpoint, an `.onnx`
-export - and returns a `TorchClassifier` or an `OnnxClassifier`. evaluate,
+export - and returns a `TorchClassifier` or an `OnnxClassifier`; `calibrated=False` loads
+it with its raw, uncalibrated scores. evaluate,
 predict, the recognizer, the server, distillation and the CLI all load models
 through it.
 
-Depends on: checkpoint, inference, preprocess, runtime, shipped; onnxruntime only
+Depends on: calibration, checkpoint, inference, preprocess, runtime, shipped; onnxruntime only
 when an .onnx file is loaded (it is slow to import and most users never need it).
 """
 
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .calibration import apply_temperature, stored_temperature
 from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from .inference import batched_proba, predict_proba
 from .preprocess import Preprocessing
@@ -44,14 +47,31 @@ class Classifier(Protocol):
     tta: str
     description: str
     path: Path
+    temperature: float
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None) -> np.ndarray: ...
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024,
+                      calibrated: bool = True) -> np.ndarray: ...
 
 
-class TorchClassifier:
+class _Calibrated:
+    """Applies the stored temperature to what `raw_proba` returns (the argmax never changes)."""
+
+    temperature: float = 1.0
+    tta: str = "none"
+
+    def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024,
+                      calibrated: bool = True) -> np.ndarray:
+        probs = self.raw_proba(faces, self.tta if tta is None else tta, batch_size)
+        return apply_temperature(probs, self.temperature) if calibrated else probs
+
+
+class TorchClassifier(_Calibrated):
     """A ferlab checkpoint on PyTorch (`.model` is the nn.Module, in eval mode)."""
 
-    def __init__(self, loaded: LoadedModel, runtime: Runtime | None = None):
+    def __init__(self, loaded: LoadedModel, runtime: Runtime | None = None, calibrated: bool = True):
         self.runtime = runtime or Runtime.create()
         self.loaded = loaded
         self.model = loaded.model.to(self.runtime.device).eval()
@@ -60,16 +80,24 @@ class TorchClassifier:
         self.tta = loaded.meta.get("tta", "none")
         self.description = loaded.description
         self.path = loaded.path
+        self.temperature = _temperature(loaded.meta, loaded.path) if calibrated else 1.0
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024) -> np.ndarray:
+    def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
         return predict_proba(self.model, faces, self.preprocessing, self.runtime, batch_size,
-                             self.tta if tta is None else tta, len(self.class_names))
+                             tta, len(self.class_names))
 
 
-class OnnxClassifier:
+def _temperature(meta: dict[str, Any], path: Path) -> float:
+    try:
+        return stored_temperature(meta)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
+class OnnxClassifier(_Calibrated):
     """A ferlab ONNX export (fp32 or int8) on ONNX Runtime's CPU provider."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, calibrated: bool = True):
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -90,6 +118,7 @@ class OnnxClassifier:
         kind = "int8, ONNX Runtime" if meta.get("quantization") else "ONNX Runtime"
         self.description = f"{meta.get('model')} ({kind}) from {path}"
         self._input = self.session.get_inputs()[0].name
+        self.temperature = _temperature(meta, self.path) if calibrated else 1.0
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -97,9 +126,9 @@ class OnnxClassifier:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.logits(x.numpy()))
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024) -> np.ndarray:
+    def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
         return batched_proba(self._forward, faces, self.preprocessing, len(self.class_names),
-                             tta=self.tta if tta is None else tta, batch_size=batch_size)
+                             tta=tta, batch_size=batch_size)
 
 
 def resolve_model_ref(ref: str | Path | None) -> Path:
@@ -111,15 +140,17 @@ def resolve_model_ref(ref: str | Path | None) -> Path:
 
 
 def load_classifier(
-    ref: str | Path | None = None, device: str = "auto", precision: str = "auto"
+    ref: str | Path | None = None, device: str = "auto", precision: str = "auto",
+    calibrated: bool = True,
 ) -> Classifier:
     """Load any model reference: an .onnx file runs on ONNX Runtime, anything else is a
-    PyTorch checkpoint (file or run folder) on `device` with `precision`."""
+    PyTorch checkpoint (file or run folder) on `device` with `precision`. Its stored
+    calibration temperature is applied unless `calibrated=False`."""
     path = resolve_model_ref(ref)
     if path.suffix == ".onnx":
-        return OnnxClassifier(path)
+        return OnnxClassifier(path, calibrated)
     runtime = Runtime.create(device, precision)
-    return TorchClassifier(load_checkpoint(path, runtime.device), runtime)
+    return TorchClassifier(load_checkpoint(path, runtime.device), runtime, calibrated)
 
 
 def as_classifier(model: Any, runtime: Runtime | None = None) -> Classifier:

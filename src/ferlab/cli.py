@@ -208,18 +208,43 @@ def evaluate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images in a raw source")] = False,
+    uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1, confusion matrix; saves JSON and a heatmap."""
+    """Accuracy, per-class precision/recall/F1, confusion matrix, confidence (ECE, NLL, Brier,
+    raw and calibrated); saves JSON, a heatmap and a reliability diagram."""
     from .evaluation import evaluate_source, format_report
 
     result, model, json_path, png = _run(evaluate_source, checkpoint, data, split, tta=tta, device=device,
-                                         precision=precision, skip_bad=skip_bad, out=out)
+                                         precision=precision, skip_bad=skip_bad, out=out,
+                                         calibrated=not uncalibrated)
     if as_json:
         typer.echo(json.dumps(result))
     else:
         typer.echo(f"model: {model.description}")
         typer.echo(format_report(result))
         typer.echo(f"saved {json_path} and {png}")
+
+
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or a shipped model (then -o is needed)")] = None,
+    data: Annotated[str, typer.Option("--data", help="a cache or any raw source holding the validation split")] = "",
+    split: Annotated[str, typer.Option(help="split to fit on (auto: PublicTest / FER2013Valid; never the test split)")] = "auto",
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="write the calibrated copy here (default: update the model file in place)")] = None,
+    tta: Annotated[Optional[str], typer.Option(help="TTA to fit with: none | flip | tencrop (default: the model's own)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images in a raw source")] = False,
+) -> None:
+    """Fit a confidence temperature on validation so probabilities mean what they say (the
+    predicted class never changes); stored in the model, applied by predict/serve/evaluate."""
+    from .calibration import format_calibration
+    from .evaluation import calibrate_model
+
+    entry, path = _run(calibrate_model, checkpoint, data, split, out=out, tta=tta, device=device,
+                       precision=precision, skip_bad=skip_bad)
+    typer.echo(format_calibration(entry))
+    typer.echo(f"wrote {path}")
 
 
 def _recognizer(model, **kwargs):
@@ -244,6 +269,7 @@ def predict(
     tta: Annotated[Optional[str], typer.Option(help="none | flip | tencrop (default: as trained)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
+    uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
 ) -> None:
     """Faces and emotions in photos and videos (OpenCV face detection), or in face crops."""
     from .predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
@@ -253,7 +279,8 @@ def predict(
         _fail("no images given")
     if every < 1:
         _fail(f"--every must be >= 1, got {every}")
-    recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta)
+    recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta,
+                             calibrated=not uncalibrated)
     files, missing = expand_inputs(paths)
     if annotate is not None:
         from .files import check_writable
@@ -308,6 +335,7 @@ def serve(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     cors: Annotated[Optional[list[str]], typer.Option("--cors", help="allow browser pages from this origin (repeatable; none by default)")] = None,
     trusted_host: Annotated[Optional[list[str]], typer.Option("--trusted-host", help="answer only requests for this Host (repeatable; e.g. example.org, *.example.org)")] = None,
+    uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
 ) -> None:
     """REST API (POST /api/predict, GET /api/health, /docs) and a web page at /."""
     from .serve import check_port
@@ -316,7 +344,7 @@ def serve(
     if not max_upload_mb > 0:
         _fail(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     _run(check_port, host, port)  # before the model loads: a bad port is one line, not a traceback
-    recognizer = _recognizer(model, device=device)  # fail here, before the server starts
+    recognizer = _recognizer(model, device=device, calibrated=not uncalibrated)  # fail before the server starts
     _run(run_server, host=host, port=port, max_upload_mb=max_upload_mb, recognizer=recognizer,
          cors_origins=cors or (), trusted_hosts=trusted_host or ())
 

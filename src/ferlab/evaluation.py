@@ -1,10 +1,13 @@
-"""Evaluation: accuracy, per-class precision/recall/F1/support, averages, confusion matrix.
+"""Evaluation: accuracy, per-class precision/recall/F1/support, averages, confusion matrix,
+and how far the confidence can be trusted (ECE, NLL, Brier; raw and calibrated).
 
 `evaluate` returns a plain dict (the JSON that `ferlab evaluate --json` prints);
-`write_report` saves it with the confusion-matrix heatmap; `format_report`
-renders the seed's classification-report tables.
+`write_report` saves it with the confusion-matrix heatmap and the reliability
+diagram; `format_report` renders the seed's classification-report tables.
 
-Depends on: classifier (any model), data (splits), plots; scikit-learn for the metrics.
+Depends on: calibration, checkpoint, classifier (any model), data (splits), plots, export
+(ONNX metadata, when an .onnx file is calibrated); scikit-learn for
+the metrics.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .checkpoint import LoadedModel
+from .calibration import apply_temperature, calibration_entry, calibration_metrics
+from .checkpoint import LoadedModel, read_checkpoint, resolve_checkpoint, save_checkpoint
 from .classifier import Classifier, as_classifier, load_classifier
-from .data import EVAL_SPLITS, FerData, load_dataset, select_split
-from .files import atomic_write_text
+from .data import EVAL_SPLITS, VAL_SPLITS, FerData, load_dataset, select_split
+from .files import atomic_write_text, check_writable
 from .inference import check_tta
 from .labels import class_mapping
-from .plots import plot_confusion_matrix
+from .plots import plot_confusion_matrix, plot_reliability
 from .runtime import Runtime
 from .shipped import is_shipped
 
@@ -74,10 +78,12 @@ def evaluate(
     tta = classifier.tta if tta is None else check_tta(tta, "--tta")
     if mapping is not None:  # score only faces whose class the model knows
         part = part.subset(np.flatnonzero(np.isin(part.labels, list(mapping.values()))))
-    probs = classifier.predict_proba(part.images, tta)
+    raw = classifier.predict_proba(part.images, tta, calibrated=False)
+    probs = apply_temperature(raw, classifier.temperature)
     result = {"split": split, "checkpoint": str(classifier.path), "tta": tta}
     if mapping is None:
         result.update(classification_metrics(part.labels, probs.argmax(1), model_names))
+        result["calibration"] = confidence_report(raw, part.labels, classifier.temperature)
         return result
     # Another label set (a FER2013 model on FER+ labels, or back): the model's answer is its
     # most probable class among those both sets share, scored in the data's class names.
@@ -92,6 +98,15 @@ def evaluate(
     result["unmapped"] = {"model": [n for i, n in enumerate(model_names) if i not in mapping],
                           "data": [n for i, n in enumerate(data_names) if i not in mapping.values()]}
     return result
+
+
+def confidence_report(raw: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
+    """ECE, NLL, Brier and reliability bins of the raw scores and, where the model carries a
+    temperature other than 1, of the calibrated ones."""
+    out: dict[str, Any] = {"temperature": float(temperature), "raw": calibration_metrics(raw, labels)}
+    if temperature != 1.0:
+        out["calibrated"] = calibration_metrics(apply_temperature(raw, temperature), labels)
+    return out
 
 
 def shared_classes(model_names: tuple[str, ...], data_names: tuple[str, ...]) -> dict[int, int]:
@@ -139,11 +154,23 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"{'':<{width}}" + "".join(f"{s:>9}" for s in short))
     for name, row in zip(names, result["confusion_matrix"]):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>9d}" for v in row))
+    cal = result.get("calibration")
+    if cal:
+        lines += ["", f"confidence ({len(cal['raw']['bins'])}-bin ECE; lower is better for all three)",
+                  f"{'':<{width}}{'ECE':>10}{'NLL':>10}{'Brier':>10}"]
+        rows = [("raw", cal["raw"])]
+        if "calibrated" in cal:
+            rows.append((f"T={cal['temperature']:.2f}", cal["calibrated"]))
+        for label, m in rows:
+            lines.append(f"{label:<{width}}{m['ece']:>10.4f}{m['nll']:>10.4f}{m['brier']:>10.4f}")
+        if "calibrated" not in cal:
+            lines.append("(the model carries no temperature: `ferlab calibrate MODEL --data ...` fits one)")
     return "\n".join(lines)
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Save `eval_<split>.json` and `confusion_<split>.png` in out_dir."""
+    """Save `eval_<split>.json`, `confusion_<split>.png` and (where the confidence was
+    scored) `reliability_<split>.png` in out_dir; returns the first two."""
     out_dir = Path(out_dir)
     json_path = out_dir / f"eval_{result['split']}.json"
     atomic_write_text(json_path, json.dumps(result, indent=1))
@@ -152,7 +179,18 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
         out_dir / f"confusion_{result['split']}.png",
         f"{result['split']}: accuracy {result['accuracy']:.4f}",
     )
+    cal = result.get("calibration")
+    if cal:
+        plot_reliability(reliability_curves(cal), out_dir / f"reliability_{result['split']}.png",
+                         f"{result['split']}: reliability")
     return json_path, png
+
+
+def reliability_curves(cal: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    curves = {f"raw (ECE {cal['raw']['ece']:.3f})": cal["raw"]["bins"]}
+    if "calibrated" in cal:
+        curves[f"T={cal['temperature']:.2f} (ECE {cal['calibrated']['ece']:.3f})"] = cal["calibrated"]["bins"]
+    return curves
 
 
 def evaluate_source(
@@ -165,6 +203,7 @@ def evaluate_source(
     precision: str = "auto",
     skip_bad: bool = False,
     out: str | Path | None = None,
+    calibrated: bool = True,
 ) -> tuple[dict[str, Any], Classifier, Path, Path]:
     """What `ferlab evaluate` runs: load any model reference, read `source` with the model's
     class names, score `split`, and save the report beside the model (for a shipped model,
@@ -172,7 +211,7 @@ def evaluate_source(
     if not source:
         raise ValueError("--data is required: the cache or source holding the split to score")
     check_tta(tta, "--tta")
-    classifier = load_classifier(ref, device, precision)
+    classifier = load_classifier(ref, device, precision, calibrated)
     # An image folder is read with the model's own class names (fer2013 or yours).
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
     result = evaluate(classifier, data, split, tta=tta)
@@ -180,3 +219,56 @@ def evaluate_source(
         out = Path(".") if is_shipped(classifier.path) else classifier.path.parent
     json_path, png = write_report(result, out)
     return result, classifier, json_path, png
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def calibrate_classifier(classifier: Any, images: np.ndarray, labels: np.ndarray, *, split: str,
+                         tta: str | None = None) -> dict[str, Any]:
+    """Fit a classifier's temperature on labelled faces with its own (or the given) TTA."""
+    tta = classifier.tta if tta is None else tta
+    probs = classifier.predict_proba(images, tta, calibrated=False)
+    return calibration_entry(probs, labels, split=split, tta=tta)
+
+
+def write_calibration(path: str | Path, entry: dict[str, Any], out: str | Path | None = None) -> Path:
+    """Store `entry` in a checkpoint (.pt) or ferlab ONNX file, at `out` or in place; the
+    weights are copied unchanged. Written atomically: a failure leaves the old file whole."""
+    path = Path(path)
+    out = Path(out) if out is not None else path
+    if path.suffix == ".onnx":
+        from .export import update_onnx_metadata
+
+        return update_onnx_metadata(path, out, {"calibration": entry})
+    ckpt = read_checkpoint(path)
+    ckpt["calibration"] = entry
+    if out.is_dir():
+        out = out / resolve_checkpoint(path).name
+    save_checkpoint(ckpt, out)
+    return out
+
+
+def calibrate_model(
+    ref: str | Path | None, source: str, split: str = "auto", *, out: str | Path | None = None,
+    tta: str | None = None, device: str = "auto", precision: str = "auto", skip_bad: bool = False,
+) -> tuple[dict[str, Any], Path]:
+    """What `ferlab calibrate` runs: fit the model's temperature on a validation split of
+    `source` ('auto': PublicTest / FER2013Valid, never the test split) and store it."""
+    if not source:
+        raise ValueError("--data is required: the cache or source holding the validation split")
+    check_tta(tta, "--tta")
+    classifier = load_classifier(ref, device, precision, calibrated=False)
+    if out is None and is_shipped(classifier.path):
+        raise ValueError(f"{classifier.path.name} is a shipped model: pass -o FILE for the calibrated copy")
+    target = Path(out) if out is not None else classifier.path
+    check_writable(target.parent if target.suffix else target)
+    data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
+    if tuple(data.class_names) != tuple(classifier.class_names):
+        raise ValueError(f"{source}: its classes ({', '.join(data.class_names)}) differ from the "
+                         f"model's ({', '.join(classifier.class_names)}); calibrate on data with the "
+                         "model's own label set")
+    split = select_split(data, split, VAL_SPLITS, "calibration")
+    part = data.split(split).labeled()
+    entry = calibrate_classifier(classifier, part.images, part.labels, split=split, tta=tta)
+    return entry, write_calibration(classifier.path, entry, target)

@@ -58,6 +58,8 @@ def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
             "model": loaded.meta.get("model", {}).get("name"),
             "source": str(loaded.path),
         }
+        if loaded.meta.get("calibration"):  # the confidence temperature travels with the model
+            meta["calibration"] = loaded.meta["calibration"]
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.checker.check_model(proto)
@@ -68,16 +70,12 @@ def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
 def quantize_onnx(fp32_path: str | Path, out: str | Path, faces: np.ndarray,
                   batch_size: int = 64) -> Path:
     """int8 copy of a ferlab ONNX model; `faces` (N, 48, 48) uint8 calibrate the activations."""
-    proto = onnx.load(str(fp32_path))
-    entries = {e.key: e.value for e in proto.metadata_props}
-    if METADATA_KEY not in entries:
-        raise ValueError(f"{fp32_path}: not exported by ferlab (no '{METADATA_KEY}' metadata)")
-    meta = json.loads(entries[METADATA_KEY])
+    meta = read_onnx_metadata(fp32_path)
     if len(faces) == 0:
         raise ValueError("int8 calibration needs at least one face image")
     pp = Preprocessing.from_dict(meta["preprocessing"])
     x = preprocess(torch.from_numpy(np.ascontiguousarray(faces)), pp).numpy()
-    input_name = proto.graph.input[0].name
+    input_name = onnx.load(str(fp32_path)).graph.input[0].name
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -105,6 +103,29 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, faces: np.ndarray,
         entry = q.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.save(q, str(target))
+    return out
+
+
+def read_onnx_metadata(path: str | Path) -> dict:
+    """The ferlab metadata of an exported ONNX file."""
+    proto = onnx.load(str(path))
+    entries = {e.key: e.value for e in proto.metadata_props}
+    if METADATA_KEY not in entries:
+        raise ValueError(f"{path}: not exported by ferlab (no '{METADATA_KEY}' metadata)")
+    return json.loads(entries[METADATA_KEY])
+
+
+def update_onnx_metadata(path: str | Path, out: str | Path, update: dict) -> Path:
+    """Copy a ferlab ONNX file to `out` (may be `path`) with its metadata updated; atomic."""
+    proto = onnx.load(str(path))
+    meta = read_onnx_metadata(path)
+    meta.update(update)
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            entry.value = json.dumps(meta)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
     return out
 
 

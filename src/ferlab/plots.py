@@ -1,4 +1,4 @@
-"""Figures: the seed's `plot_loss_acc` curves and a confusion-matrix heatmap (PNG).
+"""Figures: the seed's `plot_loss_acc` curves, a confusion-matrix heatmap and a reliability diagram (PNG).
 
 Figures are made with matplotlib's object API (`Figure`, no pyplot), which renders
 PNGs without any GUI backend: nothing global is switched, so importing ferlab
@@ -104,3 +104,29 @@ def plot_loss_acc_of_multiple_parameters(
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def reliability_figure(curves: dict[str, Sequence[dict[str, Any]]], title: str = "") -> Figure:
+    """Reliability diagram: accuracy against confidence per bin (calibration.reliability_bins),
+    one line per entry of `curves` (e.g. raw and calibrated); the diagonal is perfect
+    calibration. Below it, how many faces fall in each bin."""
+    fig = Figure(figsize=(5.2, 6.0))
+    ax, ax_n = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "--", color="0.6", lw=1, label="perfectly calibrated")
+    width = None
+    for i, (label, bins) in enumerate(curves.items()):
+        used = [b for b in bins if b["n"]]
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o-", ms=4, label=label)
+        width = (bins[0]["hi"] - bins[0]["lo"]) if bins else 0.1
+        offset = (i - (len(curves) - 1) / 2) * width / len(curves)
+        ax_n.bar([(b["lo"] + b["hi"]) / 2 + offset for b in bins], [b["n"] for b in bins],
+                 width=width / len(curves), label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax_n.set(xlabel="confidence (top probability)", ylabel="faces")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(curves: dict[str, Sequence[dict[str, Any]]], path: str | Path, title: str = "") -> Path:
+    return _save(reliability_figure(curves, title), path)

@@ -37,9 +37,10 @@ class EmotionRecognizer:
         detector: FaceDetector | None = None,
         margin: float = 0.1,
         tta: str | None = None,
+        calibrated: bool = True,  # False: the raw scores, without the model's temperature
     ):
         self.tta = check_tta(tta)
-        self.classifier = load_classifier(model, device, precision)
+        self.classifier = load_classifier(model, device, precision, calibrated)
         self.detect = detect
         self.detector = detector or (FaceDetector() if detect else None)
         self.margin = margin

@@ -120,7 +120,7 @@ def create_app(
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": description, "classes": list(recognizer.class_names),
-                "version": __version__}
+                "temperature": recognizer.classifier.temperature, "version": __version__}
 
     @app.post("/api/predict")
     async def predict(file: UploadFile = File(..., description="a photo (jpg, png, webp, bmp, ...)")):

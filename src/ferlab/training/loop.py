@@ -6,8 +6,9 @@ set), epoch count fitted to a budget where set, `TrainState` made, then
 `run_epochs` - train, validate, save, report, once per epoch. Under `torchrun`
 each rank runs the same code and only rank 0 writes the run folder.
 
-Depends on: checkpoint, config, files, inference (TTA check), models, preprocess, runtime,
-and this package's engine, state, tensors, run_folder, budget, finetune, distill,
+Depends on: calibration, checkpoint, classifier, config, evaluation (calibration fit), files,
+inference (TTA check), models,
+preprocess, runtime, and this package's engine, state, tensors, run_folder, budget, finetune, distill,
 distributed.
 """
 
@@ -20,9 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import checkpoint_dict, read_checkpoint
+from ..calibration import format_calibration
+from ..checkpoint import checkpoint_dict, load_checkpoint, read_checkpoint
+from ..classifier import TorchClassifier
 from ..config import Config, ConfigError, check_ranges, replace, to_dict
 from ..data import FerData
+from ..evaluation import calibrate_classifier, write_calibration
 from ..files import check_writable
 from ..inference import check_tta
 from ..models import build_model
@@ -180,6 +184,20 @@ def train(
     summary = folder.finish(history, model=cfg.model.name, val_split=d.val_split,
                             runtime=runtime.describe(), world_size=dist_info.world)
     if summary:
+        calibrate_run(folder, d, runtime, log)
         log(f"best val_accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}; "
             f"saved in {folder.path}")
     return history
+
+
+def calibrate_run(folder: RunFolder, d: TrainData, runtime: Runtime, log: Callable[[str], None]) -> None:
+    """Fit best.pt's and last.pt's confidence temperature on the validation split (each with
+    its own TTA) and store it in them, so predictions from the run are calibrated."""
+    labels = d.val_labels.cpu().numpy()
+    for file in (folder.path / "best.pt", folder.last):
+        if not file.exists() or not len(labels):
+            continue
+        classifier = TorchClassifier(load_checkpoint(file, runtime.device), runtime, calibrated=False)
+        entry = calibrate_classifier(classifier, d.val_images, labels, split=d.val_split)
+        write_calibration(file, entry)
+        log(f"{file.name}: {format_calibration(entry)}")
