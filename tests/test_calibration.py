@@ -116,12 +116,37 @@ def test_cli_calibrate_stores_it_and_everything_applies_it(tiny, tmp_path):
     np.testing.assert_allclose(onnx_cls.predict_proba(faces), cal.predict_proba(faces), atol=1e-4)
 
 
-def test_calibrate_refuses_shipped_without_out_and_foreign_labels(tiny, tmp_path):
-    path, _ = tiny
-    out = CliRunner().invoke(app, ["calibrate", "bundled", "--data", str(tmp_path / "d.npz")])
+def test_calibrate_refuses_bad_requests_and_leaves_the_model_untouched(tiny, tmp_path):
+    path, cache = tiny
+    before = path.read_bytes()
+    out = CliRunner().invoke(app, ["calibrate", "bundled", "--data", str(cache)])
     assert out.exit_code == 2 and "pass -o" in out.output
     out = CliRunner().invoke(app, ["calibrate", str(path)])
     assert out.exit_code == 2 and "--data is required" in out.output
+    out = CliRunner().invoke(app, ["calibrate", str(path), "--data", str(cache),
+                                   "-o", str(tmp_path / "c.onnx")])
+    assert out.exit_code == 2 and "must be a .pt file" in out.output
+    out = CliRunner().invoke(app, ["calibrate", str(path), "--data", str(cache), "--split", "PrivateTest"])
+    assert out.exit_code == 2 and "PrivateTest" in out.output
+    assert path.read_bytes() == before and not (tmp_path / "c.onnx").exists()
+
+
+def test_predict_uncalibrated_shows_the_raw_scores(tiny, tmp_path):
+    from PIL import Image
+
+    path, cache = tiny
+    assert CliRunner().invoke(app, ["calibrate", str(path), "--data", str(cache)]).exit_code == 0
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 48), dtype=np.uint8)).save(face)
+    answers = {}
+    for flags in ([], ["--uncalibrated"]):
+        out = CliRunner().invoke(app, ["predict", str(path), str(face), "--no-detect", "--json", *flags])
+        assert out.exit_code == 0, out.output
+        answers[bool(flags)] = json.loads(out.output)["photos"][0]["faces"][0]["probabilities"]
+    raw = np.array(list(answers[True].values()))
+    t = read_checkpoint(path)["calibration"]["temperature"]
+    np.testing.assert_allclose(list(answers[False].values()), apply_temperature(raw[None], t)[0], atol=1e-4)
+    assert max(answers[True].values()) > max(answers[False].values())  # T > 1 softens
 
 
 def test_training_calibrates_its_checkpoints(tmp_path):

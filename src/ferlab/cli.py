@@ -222,7 +222,8 @@ def evaluate(
     else:
         typer.echo(f"model: {model.description}")
         typer.echo(format_report(result))
-        typer.echo(f"saved {json_path} and {png}")
+        reliability = png.with_name(f"reliability_{result['split']}.png")
+        typer.echo(f"saved {json_path}, {png}" + (f" and {reliability}" if "calibration" in result else ""))
 
 
 @app.command()

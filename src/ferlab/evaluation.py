@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .calibration import apply_temperature, calibration_entry, calibration_metrics
-from .checkpoint import LoadedModel, read_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import LoadedModel, read_checkpoint, save_checkpoint
 from .classifier import Classifier, as_classifier, load_classifier
 from .data import EVAL_SPLITS, VAL_SPLITS, FerData, load_dataset, select_split
 from .files import atomic_write_text, check_writable
@@ -243,8 +243,6 @@ def write_calibration(path: str | Path, entry: dict[str, Any], out: str | Path |
         return update_onnx_metadata(path, out, {"calibration": entry})
     ckpt = read_checkpoint(path)
     ckpt["calibration"] = entry
-    if out.is_dir():
-        out = out / resolve_checkpoint(path).name
     save_checkpoint(ckpt, out)
     return out
 
@@ -262,7 +260,10 @@ def calibrate_model(
     if out is None and is_shipped(classifier.path):
         raise ValueError(f"{classifier.path.name} is a shipped model: pass -o FILE for the calibrated copy")
     target = Path(out) if out is not None else classifier.path
-    check_writable(target.parent if target.suffix else target)
+    kind = ".onnx" if classifier.path.suffix == ".onnx" else ".pt"
+    if target.suffix != kind:  # the copy is the same kind of file as the model
+        raise ValueError(f"{target}: the calibrated copy of {classifier.path.name} must be a {kind} file")
+    check_writable(target.parent)  # before the data is read and the faces scored
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
     if tuple(data.class_names) != tuple(classifier.class_names):
         raise ValueError(f"{source}: its classes ({', '.join(data.class_names)}) differ from the "
