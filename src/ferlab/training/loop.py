@@ -7,9 +7,8 @@ set), epoch count fitted to a budget where set, `TrainState` made, then
 each rank runs the same code and only rank 0 writes the run folder.
 
 Depends on: calibration, checkpoint, classifier, config, evaluation (calibration fit), files,
-inference (TTA check), models,
-preprocess, runtime, and this package's engine, state, tensors, run_folder, budget, finetune, distill,
-distributed.
+inference (TTA check), models, preprocess, runtime, and this package's engine, state,
+tensors, run_folder, budget, finetune, distill, distributed.
 """
 
 from __future__ import annotations
