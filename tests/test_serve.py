@@ -53,6 +53,26 @@ def test_predict_face_photo(client):
     assert "model" in body
 
 
+def test_explain_field_adds_heatmaps_and_onnx_servers_refuse_it(client, tmp_path):
+    import base64
+
+    photo = SAMPLE_PHOTO.read_bytes()
+    plain = client.post("/api/predict", files={"file": ("a.jpg", photo, "image/jpeg")}).json()
+    assert "heatmap" not in plain["faces"][0]  # opt-in: no cost unless asked
+    body = client.post("/api/predict", files={"file": ("a.jpg", photo, "image/jpeg")},
+                       data={"explain": "true"}).json()
+    face = body["faces"][0]
+    assert face["emotion"] == plain["faces"][0]["emotion"] and len(face["crop"]) == 4
+    assert face["heatmap"].startswith("data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(face["heatmap"].split(",", 1)[1])))
+    assert image.size == (192, 192) and image.mode == "RGB"
+    assert client.get("/api/health").json()["explain"] is True
+    onnx = TestClient(create_app("fast-int8"))
+    assert onnx.get("/api/health").json()["explain"] is False
+    r = onnx.post("/api/predict", files={"file": ("a.jpg", photo, "image/jpeg")}, data={"explain": "true"})
+    assert r.status_code == 400 and "needs a PyTorch model" in r.json()["detail"]
+
+
 def test_no_face_is_an_empty_list(client):
     response = client.post("/api/predict", files={"file": ("sky.png", png(), "image/png")})
     assert response.status_code == 200 and response.json()["faces"] == []
@@ -124,6 +144,11 @@ def test_page_in_headless_chromium(model_dir, tmp_path):
             assert label.split(": ")[1] in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
             assert "1 face(s) found" in page.inner_text("#status")
             assert page.eval_on_selector("#canvas", "c => c.width") == 512
+            page.check(".face label.heat input")  # the first tick asks the server for heatmaps
+            page.wait_for_selector(".face img.heatmap:not([hidden])", timeout=30_000)
+            src = page.get_attribute(".face img.heatmap", "src")
+            assert src.startswith("data:image/png;base64,")
+            assert page.eval_on_selector(".face img.heatmap", "i => i.complete && i.naturalWidth") == 192
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
             browser.close()
     finally:

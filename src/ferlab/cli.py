@@ -209,14 +209,18 @@ def evaluate(
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images in a raw source")] = False,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
+    html: Annotated[Optional[Path], typer.Option("--html", help="also write one self-contained page: metrics, confusion matrices, reliability, the most confident mistakes with saliency maps")] = None,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, confusion matrix, confidence (ECE, NLL, Brier,
-    raw and calibrated); saves JSON, a heatmap and a reliability diagram."""
+    raw and calibrated); saves JSON, a heatmap and a reliability diagram; --html a report page."""
+    import shlex
+
     from .evaluation import evaluate_source, format_report
 
+    command = shlex.join(["ferlab", *sys.argv[1:]]) if sys.argv[0].endswith("ferlab") else ""
     result, model, json_path, png = _run(evaluate_source, checkpoint, data, split, tta=tta, device=device,
                                          precision=precision, skip_bad=skip_bad, out=out,
-                                         calibrated=not uncalibrated)
+                                         calibrated=not uncalibrated, html=html, command=command)
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -224,6 +228,8 @@ def evaluate(
         typer.echo(format_report(result))
         reliability = png.with_name(f"reliability_{result['split']}.png")
         typer.echo(f"saved {json_path}, {png}" + (f" and {reliability}" if "calibration" in result else ""))
+        if html is not None:
+            typer.echo(f"report page: {html} (open it in a browser)")
 
 
 @app.command()
@@ -265,6 +271,7 @@ def predict(
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, one row per face")] = False,
     no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
     annotate: Annotated[Optional[Path], typer.Option("--annotate", help="write copies with boxes and labels to this folder")] = None,
+    explain: Annotated[Optional[Path], typer.Option("--explain", help="write saliency heatmaps of each photo's faces to this folder (see `ferlab explain`)")] = None,
     every: Annotated[int, typer.Option(help="videos: classify every Nth frame")] = 1,
     video_dir: Annotated[Path, typer.Option(help="videos: folder for the per-frame CSV files")] = Path("."),
     tta: Annotated[Optional[str], typer.Option(help="none | flip | tencrop (default: as trained)")] = None,
@@ -273,7 +280,37 @@ def predict(
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
 ) -> None:
     """Faces and emotions in photos and videos (OpenCV face detection), or in face crops."""
+    _predict(inputs, as_json=as_json, as_csv=as_csv, no_detect=no_detect, annotate=annotate, every=every,
+             video_dir=video_dir, tta=tta, device=device, precision=precision, uncalibrated=uncalibrated,
+             explain_dir=explain)
+
+
+@app.command()
+def explain(
+    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|bundled|fast|ferplus|run folder] then photos, folders or globs")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="folder for the heatmap PNGs")] = Path("explain"),
+    classes: Annotated[Optional[list[str]], typer.Option("--class", help="explain this class instead of the predicted one (repeatable)")] = None,
+    method: Annotated[str, typer.Option(help="gradcam | integrated-gradients")] = "gradcam",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
+    tta: Annotated[Optional[str], typer.Option(help="TTA of the prediction explained: none | flip | tencrop (default: as trained)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+) -> None:
+    """Where the model looked: a saliency heatmap per face (Grad-CAM or integrated gradients,
+    via captum) of the predicted class or each --class, over the face crop
+    (PHOTO_face0_happy.png: crop | heatmap) and over the photo (PHOTO_predicted_heatmap.png).
+    Needs a PyTorch model (ONNX exports carry no gradients)."""
+    _predict(inputs, as_json=as_json, as_csv=False, no_detect=no_detect, annotate=None, every=1,
+             video_dir=Path("."), tta=tta, device=device, precision="fp32", uncalibrated=False,
+             explain_dir=out, classes=classes, method=method, photos_only=True)
+
+
+def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool, annotate: Path | None,
+             every: int, video_dir: Path, tta: str | None, device: str, precision: str, uncalibrated: bool,
+             explain_dir: Path | None, classes: list[str] | None = None, method: str = "gradcam",
+             photos_only: bool = False) -> None:
     from .predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
+    from .video import VIDEO_EXTENSIONS
 
     model, paths = split_model_argument(inputs)
     if not paths:
@@ -282,25 +319,45 @@ def predict(
         _fail(f"--every must be >= 1, got {every}")
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta,
                              calibrated=not uncalibrated)
-    files, missing = expand_inputs(paths)
-    if annotate is not None:
-        from .files import check_writable
+    if explain_dir is not None:
+        from .classifier import require_torch
+        from .explain import check_method
 
-        _run(check_writable, annotate)
-        annotate.mkdir(parents=True, exist_ok=True)
+        _run(require_torch, recognizer.classifier, "saliency")
+        _run(check_method, method)
+        unknown = [c for c in classes or () if c not in recognizer.class_names]
+        if unknown:
+            _fail(f"--class {unknown[0]!r} is not one of this model's classes: {', '.join(recognizer.class_names)}")
+    files, missing = expand_inputs(paths)
+    errors = [f"{m}: no such file, folder or match" for m in missing]
+    if photos_only:
+        videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+        files = [f for f in files if f not in videos]
+        errors += [f"{v}: a video; explain takes photos (predict classifies videos)" for v in videos]
+    for folder in (annotate, explain_dir):
+        if folder is not None:
+            from .files import check_writable
+
+            _run(check_writable, folder)
+            folder.mkdir(parents=True, exist_ok=True)
     result = _run(predict_files, recognizer, files, annotate_dir=annotate, video_dir=video_dir, every=every,
-                  progress=sys.stderr.isatty() and not (as_json or as_csv))
-    errors = [f"{m}: no such file, folder or match" for m in missing] + result.errors
+                  progress=sys.stderr.isatty() and not (as_json or as_csv), explain_dir=explain_dir,
+                  explain_classes=classes, explain_method=method)
+    errors += result.errors
     for line in errors:
         typer.echo(f"error: {line}", err=True)
     names = recognizer.class_names
     if as_json:
         typer.echo(json.dumps({"model": recognizer.classifier.description, "photos": result.photos,
-                               "videos": result.videos}))
+                               "videos": result.videos,
+                               **({"explanations": [str(p) for p in result.explanations]} if explain_dir else {})}))
     elif as_csv:
         typer.echo(format_csv(result, names), nl=False)
     else:
         typer.echo(format_table(result, names))
+        if explain_dir is not None:
+            typer.echo(f"{len(result.explanations)} heatmaps written to {explain_dir}"
+                       + (" (videos are classified without heatmaps)" if result.videos else ""))
     if errors:
         raise typer.Exit(1)
 

@@ -271,6 +271,19 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("augment.height_shift", lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
     ("augment.shear", lambda v: _finite(v) and 0 <= v < 90, "0 to 90 degrees"),
     ("augment.random_erasing", lambda v: _finite(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    ("augment.crop_area", lambda v: _finite(v) and 0 < v <= 1, "a fraction of the area in (0, 1]"),
+    ("augment.brightness", lambda v: _finite(v) and 0 <= v <= 1, "in [0, 1]"),
+    ("augment.contrast", lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    ("augment.gamma", lambda v: _finite(v) and 0 <= v <= 2, "in [0, 2]"),
+    ("augment.blur", lambda v: _finite(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    ("augment.blur_sigma", lambda v: _finite(v) and 0.3 <= v <= 2, "0.3 to 2 pixels"),
+    ("augment.noise", lambda v: _finite(v) and 0 <= v <= 0.5, "in [0, 0.5]"),
+    ("augment.jpeg", lambda v: _finite(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    ("augment.jpeg_quality", lambda v: len(v) == 2 and 1 <= v[0] <= v[1] <= 100,
+     "two qualities 1 <= low <= high <= 100"),
+    ("augment.low_resolution", lambda v: _finite(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+    ("augment.low_resolution_px", lambda v: len(v) == 2 and 4 <= v[0] <= v[1] <= 48,
+     "two sides 4 <= low <= high <= 48"),
 )
 
 

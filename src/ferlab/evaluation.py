@@ -13,6 +13,7 @@ the metrics.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,18 @@ def classification_metrics(
     return out
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What scoring one split produced, for reports that look at faces (report.py)."""
+
+    result: dict[str, Any]  # what `evaluate` returns
+    images: np.ndarray  # the faces scored (N, H, W) uint8
+    labels: np.ndarray  # true class ids, in result["class_names"]
+    predicted: np.ndarray  # predicted class ids, in result["class_names"]
+    confidence: np.ndarray  # the (calibrated) probability of the predicted class
+    model_ids: np.ndarray  # the predicted class's id in the model's own classes
+
+
 def evaluate(
     model: Classifier | LoadedModel | str | Path | None,
     data: FerData,
@@ -70,7 +83,11 @@ def evaluate(
     export, e.g. the int8 model you deploy), a `load_checkpoint` result, or a model
     reference (a path, run folder or shipped model's name).
     """
-    classifier = as_classifier(model, runtime)
+    return score(as_classifier(model, runtime), data, split, tta=tta).result
+
+
+def score(classifier: Classifier, data: FerData, split: str = "auto", *, tta: str | None = None) -> Scored:
+    """`evaluate`, keeping the faces and each one's prediction."""
     model_names, data_names = tuple(classifier.class_names), tuple(data.class_names)
     mapping = None if model_names == data_names else shared_classes(model_names, data_names)
     split = select_split(data, split, EVAL_SPLITS, "evaluation")
@@ -82,13 +99,15 @@ def evaluate(
     probs = apply_temperature(raw, classifier.temperature)
     result = {"split": split, "checkpoint": str(classifier.path), "tta": tta}
     if mapping is None:
-        result.update(classification_metrics(part.labels, probs.argmax(1), model_names))
+        pred = probs.argmax(1)
+        result.update(classification_metrics(part.labels, pred, model_names))
         result["calibration"] = confidence_report(raw, part.labels, classifier.temperature)
-        return result
+        return Scored(result, part.images, part.labels, pred, probs.max(1), pred)
     # Another label set (a FER2013 model on FER+ labels, or back): the model's answer is its
     # most probable class among those both sets share, scored in the data's class names.
-    model_ids = sorted(mapping)
-    pred = np.array([mapping[model_ids[i]] for i in probs[:, model_ids].argmax(1)], dtype=np.int64)
+    model_ids = np.array(sorted(mapping))
+    chosen = model_ids[probs[:, model_ids].argmax(1)]
+    pred = np.array([mapping[int(m)] for m in chosen], dtype=np.int64)
     data_ids = sorted(mapping.values())
     compact = np.full(len(data_names), -1, dtype=np.int64)  # data id -> id among the shared classes
     compact[data_ids] = np.arange(len(data_ids))
@@ -97,7 +116,8 @@ def evaluate(
     result["class_mapping"] = {model_names[m]: data_names[d] for m, d in mapping.items()}
     result["unmapped"] = {"model": [n for i, n in enumerate(model_names) if i not in mapping],
                           "data": [n for i, n in enumerate(data_names) if i not in mapping.values()]}
-    return result
+    return Scored(result, part.images, compact[part.labels], compact[pred],
+                  probs[np.arange(len(probs)), chosen], chosen)
 
 
 def confidence_report(raw: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
@@ -204,21 +224,32 @@ def evaluate_source(
     skip_bad: bool = False,
     out: str | Path | None = None,
     calibrated: bool = True,
+    html: str | Path | None = None,
+    command: str = "",
 ) -> tuple[dict[str, Any], Classifier, Path, Path]:
     """What `ferlab evaluate` runs: load any model reference, read `source` with the model's
     class names, score `split`, and save the report beside the model (for a shipped model,
-    in the current folder). Returns (result, classifier, json path, heatmap path)."""
+    in the current folder); with `html`, also the self-contained page (report.py) there,
+    naming `command`. Returns (result, classifier, json path, heatmap path)."""
     if not source:
         raise ValueError("--data is required: the cache or source holding the split to score")
     check_tta(tta, "--tta")
+    if html is not None:
+        if Path(html).is_dir():
+            raise ValueError(f"--html {html}: a folder; give the page's file name (report.html)")
+        check_writable(Path(html).absolute().parent)
     classifier = load_classifier(ref, device, precision, calibrated)
     # An image folder is read with the model's own class names (fer2013 or yours).
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
-    result = evaluate(classifier, data, split, tta=tta)
+    scored = score(classifier, data, split, tta=tta)
     if out is None:  # never write into the installed package
         out = Path(".") if is_shipped(classifier.path) else classifier.path.parent
-    json_path, png = write_report(result, out)
-    return result, classifier, json_path, png
+    json_path, png = write_report(scored.result, out)
+    if html is not None:
+        from .report import build_report, write_html
+
+        write_html(build_report(classifier, scored, command=command), html)
+    return scored.result, classifier, json_path, png
 
 
 # --------------------------------------------------------------------------- calibration

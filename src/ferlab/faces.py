@@ -60,13 +60,13 @@ class FaceDetector:
         return sorted(boxes, key=lambda b: b.w * b.h, reverse=True)
 
 
-def crop_face(gray: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
-    """The box grown by `margin` of its size on each side, clipped to the image."""
+def crop_bounds(shape: tuple[int, ...], box: FaceBox, margin: float = 0.1) -> FaceBox:
+    """The box grown by `margin` of its size on each side, clipped to an image of `shape`."""
     dx, dy = int(box.w * margin), int(box.h * margin)
-    h, w = gray.shape[:2]
+    h, w = shape[:2]
     x0, y0 = max(0, box.x - dx), max(0, box.y - dy)
     x1, y1 = min(w, box.x + box.w + dx), min(h, box.y + box.h + dy)
-    return gray[y0:y1, x0:x1]
+    return FaceBox(x0, y0, x1 - x0, y1 - y0)
 
 
 def to_gray(rgb_or_gray: np.ndarray) -> np.ndarray:

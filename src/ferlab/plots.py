@@ -1,4 +1,6 @@
-"""Figures: the seed's `plot_loss_acc` curves, a confusion-matrix heatmap and a reliability diagram (PNG).
+"""Figures: the seed's `plot_loss_acc` curves, confusion-matrix heatmaps, per-class scores, a
+reliability diagram and image galleries. `*_figure` functions return a matplotlib
+`Figure` (shown inline by notebooks); `plot_*` functions save PNGs.
 
 Figures are made with matplotlib's object API (`Figure`, no pyplot), which renders
 PNGs without any GUI backend: nothing global is switched, so importing ferlab
@@ -53,6 +55,11 @@ def plot_loss_acc(history: Sequence[dict[str, Any]], path: str | Path, title: st
 def plot_confusion_matrix(
     cm: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
 ) -> Path:
+    """Counts (left) and row-normalised recall (right) heatmaps, saved as PNG."""
+    return _save(confusion_figure(cm, class_names, title), path)
+
+
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
     """Counts (left) and row-normalised recall (right) heatmaps."""
     cm = np.asarray(cm)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -77,7 +84,39 @@ def plot_confusion_matrix(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def per_class_figure(per_class: dict[str, dict[str, float]], title: str = "") -> Figure:
+    """Precision, recall and F1 per class as grouped bars (evaluation's `per_class`)."""
+    names = list(per_class)
+    x = np.arange(len(names))
+    fig = Figure(figsize=(1.1 * len(names) + 2.5, 3.6))
+    ax = fig.subplots()
+    for i, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, [per_class[n][key] for n in names], width=0.27, label=key)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set(ylim=(0, 1), ylabel="score", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=3, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(tiles: Sequence[tuple[np.ndarray, str]], columns: int = 6, title: str = "") -> Figure:
+    """Images (RGB or gray uint8) with a caption each, in a grid: e.g. the report's mistakes."""
+    rows = max(1, -(-len(tiles) // columns))
+    fig = Figure(figsize=(1.9 * columns, 2.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, (image, caption) in zip(axes, tiles):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def plot_loss_acc_of_multiple_parameters(

@@ -4,7 +4,7 @@ Inputs are expanded (folders -> the images and videos inside, globs -> matches),
 each photo goes through `EmotionRecognizer.detect_emotions`, each video through
 `predict_video`. A file that cannot be read is reported and the rest still run.
 
-Depends on: data (image extensions), faces (drawing), files, preprocess (decoding),
+Depends on: data (image extensions), explain (--explain), faces (drawing), files, preprocess (decoding),
 shipped, video; PIL.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from .data import IMAGE_EXTENSIONS
+from .explain import save_explanations
 from .faces import draw_faces
 from .files import atomic_path
 from .preprocess import as_rgb_array
@@ -75,6 +76,7 @@ class PredictResult:
     photos: list[dict[str, Any]] = field(default_factory=list)  # {"source", "faces"}
     videos: list[dict[str, Any]] = field(default_factory=list)  # predict_video summaries
     errors: list[str] = field(default_factory=list)
+    explanations: list[Path] = field(default_factory=list)  # saliency PNGs written
 
 
 def predict_files(
@@ -85,7 +87,12 @@ def predict_files(
     video_dir: Path = Path("."),
     every: int = 1,
     progress: bool = False,
+    explain_dir: Path | None = None,
+    explain_classes: list[str] | None = None,
+    explain_method: str = "gradcam",
 ) -> PredictResult:
+    """Each file in turn; with `explain_dir`, photos' faces also get saliency PNGs there
+    (`explain.save_explanations`; listed in `result.explanations`)."""
     if every < 1:  # refused once, up front, not once per video
         raise ValueError(f"--every must be >= 1, got {every}")
     result = PredictResult()
@@ -99,7 +106,14 @@ def predict_files(
                     annotate_out=annotated, progress=progress))
                 continue
             rgb = as_rgb_array(path)
-            faces = recognizer.detect_emotions(rgb)
+            if explain_dir is None:
+                faces = recognizer.detect_emotions(rgb)
+            else:
+                faces = recognizer.explain(rgb, explain_classes, explain_method)
+                stem = outputs.name(path, "")
+                result.explanations += save_explanations(rgb, faces, explain_dir, stem, explain_classes)
+                for face in faces:  # the maps are in the PNGs; the JSON keeps the region
+                    face.pop("saliency")
             result.photos.append({"source": str(path), "faces": faces})
             if annotate_dir is not None:
                 suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"

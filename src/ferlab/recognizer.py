@@ -8,18 +8,22 @@ Detection and cropping come from `faces`, the classifier from `load_classifier`
 (any model reference: the bundled model by default, a checkpoint, run folder or
 .onnx export), decoding from `preprocess.as_rgb_array`.
 
-Depends on: classifier, faces, inference, preprocess.
+`explain(image)` adds each face's saliency map (see explain.py) and the region the
+classifier saw.
+
+Depends on: classifier, explain (only when explaining), faces, inference, preprocess.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .classifier import load_classifier
-from .faces import FaceBox, FaceDetector, crop_face, to_gray
+from .faces import FaceBox, FaceDetector, crop_bounds, to_gray
 from .inference import check_tta
 from .preprocess import as_rgb_array, to_gray48
 
@@ -49,12 +53,14 @@ class EmotionRecognizer:
     def class_names(self) -> tuple[str, ...]:
         return self.classifier.class_names
 
+    def _crops(self, crops: list[np.ndarray]) -> np.ndarray:
+        size = self.classifier.preprocessing.image_size
+        return np.stack([to_gray48(c, size) for c in crops])
+
     def _faces(self, boxes: list[FaceBox], crops: list[np.ndarray]) -> list[dict[str, Any]]:
         if not crops:
             return []
-        size = self.classifier.preprocessing.image_size
-        batch = np.stack([to_gray48(c, size) for c in crops])
-        probs = self.classifier.predict_proba(batch, self.tta)
+        probs = self.classifier.predict_proba(self._crops(crops), self.tta)
         names = self.class_names
         return [
             {"box": b.to_list(), "emotion": names[int(p.argmax())],
@@ -62,13 +68,48 @@ class EmotionRecognizer:
             for b, p in zip(boxes, probs)
         ]
 
-    def detect_emotions(self, image: Any) -> list[dict[str, Any]]:
-        """All faces in one image, largest first: box [x, y, w, h], emotion, probabilities."""
+    def _locate(self, image: Any) -> tuple[np.ndarray, list[FaceBox], list[FaceBox]]:
+        """(gray image, face boxes largest first, the region cropped for each)."""
         gray = to_gray(as_rgb_array(image))
         if not self.detect:
-            return self._faces([FaceBox(0, 0, gray.shape[1], gray.shape[0])], [gray])
+            whole = FaceBox(0, 0, gray.shape[1], gray.shape[0])
+            return gray, [whole], [whole]
         boxes = self.detector.detect(gray)
-        return self._faces(boxes, [crop_face(gray, b, self.margin) for b in boxes])
+        return gray, boxes, [crop_bounds(gray.shape, b, self.margin) for b in boxes]
+
+    def detect_emotions(self, image: Any) -> list[dict[str, Any]]:
+        """All faces in one image, largest first: box [x, y, w, h], emotion, probabilities."""
+        gray, boxes, bounds = self._locate(image)
+        return self._faces(boxes, [gray[b.y : b.y + b.h, b.x : b.x + b.w] for b in bounds])
+
+    def explain(self, image: Any, classes: Sequence[str] | None = None,
+                method: str = "gradcam") -> list[dict[str, Any]]:
+        """`detect_emotions` plus, per face, `crop` (the [x, y, w, h] the classifier saw)
+        and `saliency`: {class name: map in [0, 1], the model's input size} for the
+        predicted class, or for each of `classes`. Needs a PyTorch model."""
+        from .explain import check_method, saliency_maps
+
+        method = check_method(method)
+        names = self.class_names
+        unknown = [c for c in classes or () if c not in names]
+        if unknown:
+            raise ValueError(f"unknown class {', '.join(map(repr, unknown))}; this model's classes: "
+                             f"{', '.join(names)}")
+        gray, boxes, bounds = self._locate(image)
+        crops = [gray[b.y : b.y + b.h, b.x : b.x + b.w] for b in bounds]
+        faces = self._faces(boxes, crops)
+        if not faces:
+            return faces
+        batch = self._crops(crops)
+        predicted = np.array([names.index(f["emotion"]) for f in faces])
+        wanted = [predicted] if not classes else [np.full(len(faces), names.index(c)) for c in classes]
+        for face, b in zip(faces, bounds):
+            face["crop"], face["saliency"] = b.to_list(), {}
+        for targets in wanted:
+            maps, _ = saliency_maps(self.classifier, batch, targets, method)
+            for face, target, heat in zip(faces, targets, maps):
+                face["saliency"][names[int(target)]] = heat
+        return faces
 
     def classify_crops(self, crops: list[Any]) -> list[dict[str, Any]]:
         """Face crops (any size or colour), one result each, no detection."""

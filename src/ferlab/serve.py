@@ -12,12 +12,17 @@ many clients send pixel bombs. No answer carries a filesystem path or an interna
 repr. CORS is off unless `cors_origins` names origins; `trusted_hosts` refuses
 requests for other Host headers.
 
-    POST /api/predict  multipart `file` (an image) -> {"faces": [...], "model": ..., "width", "height"}
-    GET  /api/health   -> {"status": "ok", "model": ..., "classes": [...]}
-    GET  /             -> the page (upload, drag-drop or webcam snapshot; boxes, labels, bars)
+    POST /api/predict  multipart `file` (an image), optional `explain=true`
+                       -> {"faces": [...], "model": ..., "width", "height"}; with explain each
+                       face also has "crop" and "heatmap" (a PNG data URL: the crop under
+                       its Grad-CAM map of the predicted class; PyTorch models only)
+    GET  /api/health   -> {"status": "ok", "model": ..., "classes": [...], "explain": bool}
+    GET  /             -> the page (upload, drag-drop or webcam snapshot; boxes, labels, bars,
+                       a "show heatmap" toggle per face)
     GET  /docs         -> OpenAPI docs
 
-Depends on: recognizer (the model), preprocess (the one image decoder); FastAPI, uvicorn.
+Depends on: recognizer (the model), preprocess (the one image decoder), explain (heatmaps);
+FastAPI, uvicorn.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, File, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
+from .classifier import TorchClassifier
 from .preprocess import ImageError, as_rgb_array
 from .recognizer import EmotionRecognizer
 
@@ -117,13 +123,21 @@ def create_app(
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(trusted_hosts))
 
+    explainable = isinstance(recognizer.classifier, TorchClassifier)
+
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": description, "classes": list(recognizer.class_names),
-                "temperature": recognizer.classifier.temperature, "version": __version__}
+                "temperature": recognizer.classifier.temperature, "explain": explainable,
+                "version": __version__}
 
     @app.post("/api/predict")
-    async def predict(file: UploadFile = File(..., description="a photo (jpg, png, webp, bmp, ...)")):
+    async def predict(
+        file: UploadFile = File(..., description="a photo (jpg, png, webp, bmp, ...)"),
+        explain: bool = Form(False, description="also return each face's saliency heatmap"),
+    ):
+        if explain and not explainable:
+            raise HTTPException(400, "explain needs a PyTorch model; this server runs an ONNX export")
         if not (file.content_type or "").startswith("image/"):
             raise HTTPException(415, f"expected an image upload, got {file.content_type or 'no type'}")
         async with slots:
@@ -138,15 +152,38 @@ def create_app(
                 raise HTTPException(400, f"cannot decode {_name(file)} as an image "
                                          "(unsupported format or corrupt data)") from e
             del data
-            faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
+            faces = await run_in_threadpool(explained if explain else recognizer.detect_emotions, rgb)
         return {"faces": faces, "model": description, "width": int(rgb.shape[1]),
                 "height": int(rgb.shape[0])}
+
+    def explained(rgb) -> list[dict[str, Any]]:
+        from .explain import crop_overlay
+        from .faces import to_gray
+
+        faces = recognizer.explain(rgb)
+        gray = to_gray(rgb)
+        for face in faces:
+            x, y, w, h = face["crop"]
+            heat = face.pop("saliency")[face["emotion"]]
+            face["heatmap"] = png_data_url(crop_overlay(gray[y : y + h, x : x + w], heat))
+        return faces
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return PAGE.read_text()
 
     return app
+
+
+def png_data_url(rgb) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _name(file: UploadFile) -> str:

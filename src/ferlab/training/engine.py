@@ -87,7 +87,8 @@ def train_one_epoch(
     start = time.perf_counter()
     for step in range(steps):
         index = perm[step * per_rank_batch : (step + 1) * per_rank_batch]
-        x = augment_batch(preprocess(data.train_images[index], state.pp), state.cfg.augment, g)
+        x = augment_batch(preprocess(data.train_images[index], state.pp), state.cfg.augment, g,
+                          state.pp.mean, state.pp.std)
         y = labels[index]
         loss, out = train_step(state, runtime.memory_format(x), y,
                                None if targets is None else targets[index])
