@@ -218,9 +218,18 @@ def evaluate(
     from .evaluation import evaluate_source, format_report
 
     command = shlex.join(["ferlab", *sys.argv[1:]]) if sys.argv[0].endswith("ferlab") else ""
-    result, model, json_path, png = _run(evaluate_source, checkpoint, data, split, tta=tta, device=device,
+    if html is not None:
+        from .report import check_html_path
+
+        _run(check_html_path, html)
+    scored, model, json_path, png = _run(evaluate_source, checkpoint, data, split, tta=tta, device=device,
                                          precision=precision, skip_bad=skip_bad, out=out,
-                                         calibrated=not uncalibrated, html=html, command=command)
+                                         calibrated=not uncalibrated)
+    result = scored.result
+    if html is not None:
+        from .report import build_report, write_html
+
+        _run(lambda: write_html(build_report(model, scored, command=command), html))
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -224,20 +224,14 @@ def evaluate_source(
     skip_bad: bool = False,
     out: str | Path | None = None,
     calibrated: bool = True,
-    html: str | Path | None = None,
-    command: str = "",
-) -> tuple[dict[str, Any], Classifier, Path, Path]:
+) -> tuple[Scored, Classifier, Path, Path]:
     """What `ferlab evaluate` runs: load any model reference, read `source` with the model's
     class names, score `split`, and save the report beside the model (for a shipped model,
-    in the current folder); with `html`, also the self-contained page (report.py) there,
-    naming `command`. Returns (result, classifier, json path, heatmap path)."""
+    in the current folder). Returns (scored split, classifier, json path, heatmap path);
+    report.py turns the scored split into the HTML page."""
     if not source:
         raise ValueError("--data is required: the cache or source holding the split to score")
     check_tta(tta, "--tta")
-    if html is not None:
-        if Path(html).is_dir():
-            raise ValueError(f"--html {html}: a folder; give the page's file name (report.html)")
-        check_writable(Path(html).absolute().parent)
     classifier = load_classifier(ref, device, precision, calibrated)
     # An image folder is read with the model's own class names (fer2013 or yours).
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
@@ -245,11 +239,7 @@ def evaluate_source(
     if out is None:  # never write into the installed package
         out = Path(".") if is_shipped(classifier.path) else classifier.path.parent
     json_path, png = write_report(scored.result, out)
-    if html is not None:
-        from .report import build_report, write_html
-
-        write_html(build_report(classifier, scored, command=command), html)
-    return scored.result, classifier, json_path, png
+    return scored, classifier, json_path, png
 
 
 # --------------------------------------------------------------------------- calibration

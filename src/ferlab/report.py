@@ -222,8 +222,8 @@ pre { background: #0f172a; color: #e2e8f0; padding: .7rem; border-radius: 8px; o
 """
 
 
-def render_html(report: Report) -> str:
-    r, card = report.result, report.model
+def _tables(r: dict[str, Any]) -> tuple[str, str, str]:
+    """The confusion counts, the row-normalised matrix and the per-class table, as HTML."""
     names = r["class_names"]
     cm = np.array(r["confusion_matrix"], dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -253,6 +253,33 @@ def render_html(report: Report) -> str:
         ],
         "per-class",
     )
+    return counts, normalised, per_class
+
+
+def _gallery(report: Report) -> str:
+    tiles = "".join(
+        f'<figure><img alt="{_e(m["true"])} read as {_e(m["predicted"])}" src="{_png(_tile(m))}">'
+        f"<figcaption>true <b>{_e(m['true'])}</b>, read as <b>{_e(m['predicted'])}</b> "
+        f"({m['confidence']:.0%})</figcaption></figure>"
+        for m in report.mistakes
+    )
+    explain = (
+        "Each face beside its Grad-CAM map of the wrongly predicted class: where the network "
+        "found the evidence it acted on."
+        if not report.saliency_note
+        else f"No saliency: {report.saliency_note}."
+    )
+    return (
+        f'<section id="mistakes"><h2>Most confident mistakes</h2><p>Up to {MISTAKES_PER_CLASS} per true '
+        f'class, surest first. {_e(explain)}</p><div class="gallery">'
+        + (tiles or "<p>No mistakes.</p>")
+        + "</div></section>"
+    )
+
+
+def render_html(report: Report) -> str:
+    r, card = report.result, report.model
+    counts, normalised, per_class = _tables(r)
     figs = report.figures
     parts = [
         f"<h1>ferlab evaluation: {_e(card['file'])} on {_e(r['split'])}</h1>",
@@ -285,24 +312,7 @@ def render_html(report: Report) -> str:
             "on the diagonal, a face given 80% is right 80% of the time.</p>"
             f'<img class="figure" alt="reliability diagram" src="{_png(figs["reliability"])}"></section>'
         )
-    tiles = "".join(
-        f'<figure><img alt="{_e(m["true"])} read as {_e(m["predicted"])}" src="{_png(_tile(m))}">'
-        f"<figcaption>true <b>{_e(m['true'])}</b>, read as <b>{_e(m['predicted'])}</b> "
-        f"({m['confidence']:.0%})</figcaption></figure>"
-        for m in report.mistakes
-    )
-    explain = (
-        "Each face beside its Grad-CAM map of the wrongly predicted class: where the network "
-        "found the evidence it acted on."
-        if not report.saliency_note
-        else f"No saliency: {report.saliency_note}."
-    )
-    parts.append(
-        f'<section id="mistakes"><h2>Most confident mistakes</h2><p>Up to {MISTAKES_PER_CLASS} per true '
-        f'class, surest first. {_e(explain)}</p><div class="gallery">'
-        + (tiles or "<p>No mistakes.</p>")
-        + "</div></section>"
-    )
+    parts.append(_gallery(report))
     command = report.command or "(built from Python)"
     parts.append(
         '<section id="provenance"><h2>Command and model card</h2>'
@@ -314,6 +324,15 @@ def render_html(report: Report) -> str:
         f"<title>ferlab evaluation: {_e(card['file'])} on {_e(r['split'])}</title>"
         f"<style>{_CSS}</style></head><body><main>" + "".join(parts) + "</main></body></html>"
     )
+
+
+def check_html_path(path: str | Path) -> None:
+    """Refuse a page path that cannot be written, before the scoring it would wait for."""
+    from .files import check_writable
+
+    if Path(path).is_dir():
+        raise ValueError(f"--html {path}: a folder; give the page's file name (report.html)")
+    check_writable(Path(path).absolute().parent)
 
 
 def write_html(report: Report, path: str | Path) -> Path:

@@ -152,27 +152,32 @@ def create_app(
                 raise HTTPException(400, f"cannot decode {_name(file)} as an image "
                                          "(unsupported format or corrupt data)") from e
             del data
-            faces = await run_in_threadpool(explained if explain else recognizer.detect_emotions, rgb)
+            if explain:
+                faces = await run_in_threadpool(explained_faces, recognizer, rgb)
+            else:
+                faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
         return {"faces": faces, "model": description, "width": int(rgb.shape[1]),
                 "height": int(rgb.shape[0])}
-
-    def explained(rgb) -> list[dict[str, Any]]:
-        from .explain import crop_overlay
-        from .faces import to_gray
-
-        faces = recognizer.explain(rgb)
-        gray = to_gray(rgb)
-        for face in faces:
-            x, y, w, h = face["crop"]
-            heat = face.pop("saliency")[face["emotion"]]
-            face["heatmap"] = png_data_url(crop_overlay(gray[y : y + h, x : x + w], heat))
-        return faces
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
         return PAGE.read_text()
 
     return app
+
+
+def explained_faces(recognizer: Any, rgb) -> list[dict[str, Any]]:
+    """detect_emotions plus each face's heatmap (crop under its map) as a PNG data URL."""
+    from .explain import crop_overlay
+    from .faces import to_gray
+
+    faces = recognizer.explain(rgb)
+    gray = to_gray(rgb)
+    for face in faces:
+        x, y, w, h = face["crop"]
+        heat = face.pop("saliency")[face["emotion"]]
+        face["heatmap"] = png_data_url(crop_overlay(gray[y : y + h, x : x + w], heat))
+    return faces
 
 
 def png_data_url(rgb) -> str:
