@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 import torch
 
-from ferlab.augment import _gaussian_blur, jpeg_like
+from ferlab.augment import gaussian_blur, jpeg_like
 from ferlab.classifier import load_classifier
 from ferlab.data import load_dataset
 
@@ -24,7 +24,7 @@ def degrade(images: np.ndarray, kind: str) -> np.ndarray:
     p = torch.from_numpy(images).float()[:, None] / 255
     n = len(p)
     if kind == "blur (sigma 1.5 px)":
-        p = _gaussian_blur(p, torch.full((n,), 1.5))
+        p = gaussian_blur(p, torch.full((n,), 1.5))
     elif kind == "JPEG quality 15":
         p = jpeg_like(p, torch.full((n,), 15.0))
     elif kind == "low resolution (16 px)":

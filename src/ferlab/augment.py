@@ -117,7 +117,7 @@ def _chosen(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
     return (torch.rand(n, generator=g, device=device) < p).view(n, 1, 1, 1)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Per-image separable Gaussian blur; `sigma` (n,) in pixels, radius 3 (sigma <= ~1.5)."""
     n, c, h, w = x.shape
     taps = torch.arange(-3, 4, device=x.device, dtype=x.dtype)
@@ -179,7 +179,7 @@ def photometric(p: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torc
         p = torch.where(_chosen(n, cfg.low_resolution, g, dev), back, p)
     if cfg.blur > 0:
         sigma = _uniform(n, 0.3, max(0.3, cfg.blur_sigma), g, dev)
-        p = torch.where(_chosen(n, cfg.blur, g, dev), _gaussian_blur(p, sigma), p)
+        p = torch.where(_chosen(n, cfg.blur, g, dev), gaussian_blur(p, sigma), p)
     if cfg.contrast > 0:
         factor = _uniform(n, 1 - cfg.contrast, 1 + cfg.contrast, g, dev).view(shape)
         mean = p.mean((1, 2, 3), keepdim=True)
