@@ -10,12 +10,15 @@ from ferlab.models.registry import ModelConfigError
 
 SEED_FINAL = dict(block_num=4, layer_num=2, filters_in_each_block=[64, 128, 256, 512],
                   kernel_size=3, pool_size=4, strides=2, dropout_rate=0.2)
+# Models that cannot be built from defaults alone: an ensemble needs its members.
+TINY_MEMBERS = [{"name": "vgg", "args": {"widths": [8, 16], "depth": 1}, "tta": t} for t in ("none", "flip")]
+ARGS = {"ensemble": {"members": TINY_MEMBERS}}
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_forward_backward(name):
     torch.manual_seed(0)
-    model = build_model(name)
+    model = build_model(name, **ARGS.get(name, {}))
     x = torch.randn(2, 1, 48, 48)
     out = model(x)
     assert out.shape == (2, 7)
@@ -28,7 +31,7 @@ def test_every_model_forward_backward(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_models_take_a_class_count(name):
-    assert build_model(name, num_classes=3)(torch.randn(2, 1, 48, 48)).shape == (2, 3)
+    assert build_model(name, num_classes=3, **ARGS.get(name, {}))(torch.randn(2, 1, 48, 48)).shape == (2, 3)
 
 
 def test_seed_final_shapes_params_and_flops():

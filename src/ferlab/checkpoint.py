@@ -43,7 +43,11 @@ class LoadedModel:
         m = self.meta.get("metrics", {})
         acc = m.get("val_accuracy")
         tail = f", val_accuracy {acc:.4f}" if isinstance(acc, float) else ""
-        return f"{self.meta['model']['name']} from {self.path} (epoch {self.meta.get('epoch')}{tail})"
+        name = self.meta["model"]["name"]
+        if name == "ensemble":
+            kinds = [m.get("name", "?") for m in self.meta["model"]["args"].get("members", [])]
+            return f"ensemble of {len(kinds)} ({', '.join(kinds)}) from {self.path}"
+        return f"{name} from {self.path} (epoch {self.meta.get('epoch')}{tail})"
 
 
 def unwrap(model: nn.Module) -> nn.Module:

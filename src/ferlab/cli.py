@@ -394,6 +394,22 @@ def export(
 
 
 @app.command()
+def ensemble(
+    models: Annotated[list[str], typer.Argument(help="two or more checkpoints, run folders or shipped models (an ensemble's members are taken over)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="the ensemble checkpoint to write (.pt)")] = Path("ensemble.pt"),
+    tta: Annotated[Optional[str], typer.Option(help="every member's TTA: none | flip | tencrop (default: each member's own)")] = None,
+    fp32: Annotated[bool, typer.Option("--fp32", help="store float32 weights (default float16: half the file)")] = False,
+) -> None:
+    """Average several trained models' calibrated probabilities in one model file that works
+    wherever a model does (evaluate, predict, serve, export, train.teacher)."""
+    from .ensemble import build_ensemble
+
+    path = _run(build_ensemble, models, out, tta=tta, half=not fp32, log=typer.echo)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); score it with "
+               f"`ferlab evaluate {path} --data ...`, calibrate it with `ferlab calibrate {path} --data ...`")
+
+
+@app.command()
 def serve(
     model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8, ferplus")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

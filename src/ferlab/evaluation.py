@@ -5,7 +5,8 @@ and how far the confidence can be trusted (ECE, NLL, Brier; raw and calibrated).
 `write_report` saves it with the confusion-matrix heatmap and the reliability
 diagram; `format_report` renders the seed's classification-report tables.
 
-Depends on: calibration, checkpoint, classifier (any model), data (splits), plots, export
+Depends on: calibration, checkpoint, classifier (any model), data (splits), ensemble (per-member
+scores), plots, export
 (ONNX metadata, when an .onnx file is calibrated); scikit-learn for
 the metrics.
 """
@@ -24,6 +25,7 @@ from .calibration import apply_temperature, calibration_entry, calibration_metri
 from .checkpoint import LoadedModel, read_checkpoint, save_checkpoint
 from .classifier import Classifier, as_classifier, load_classifier
 from .data import EVAL_SPLITS, VAL_SPLITS, FerData, load_dataset, select_split
+from .ensemble import ensemble_members, member_probabilities
 from .files import atomic_write_text, check_writable
 from .inference import check_tta
 from .labels import class_mapping
@@ -95,9 +97,17 @@ def score(classifier: Classifier, data: FerData, split: str = "auto", *, tta: st
     tta = classifier.tta if tta is None else check_tta(tta, "--tta")
     if mapping is not None:  # score only faces whose class the model knows
         part = part.subset(np.flatnonzero(np.isin(part.labels, list(mapping.values()))))
-    raw = classifier.predict_proba(part.images, tta, calibrated=False)
-    probs = apply_temperature(raw, classifier.temperature)
     result = {"split": split, "checkpoint": str(classifier.path), "tta": tta}
+    if ensemble_members(classifier):
+        members = member_probabilities(classifier, part.images)
+        result["members"] = member_scores(classifier, members, part.labels, mapping)
+        # The ensemble's forward is this mean; with no outer TTA it is taken from the
+        # members' scores rather than running every member a second time.
+        raw = (np.mean(members, 0) if tta == "none"
+               else classifier.predict_proba(part.images, tta, calibrated=False))
+    else:
+        raw = classifier.predict_proba(part.images, tta, calibrated=False)
+    probs = apply_temperature(raw, classifier.temperature)
     if mapping is None:
         pred = probs.argmax(1)
         result.update(classification_metrics(part.labels, pred, model_names))
@@ -105,9 +115,7 @@ def score(classifier: Classifier, data: FerData, split: str = "auto", *, tta: st
         return Scored(result, part.images, part.labels, pred, probs.max(1), pred)
     # Another label set (a FER2013 model on FER+ labels, or back): the model's answer is its
     # most probable class among those both sets share, scored in the data's class names.
-    model_ids = np.array(sorted(mapping))
-    chosen = model_ids[probs[:, model_ids].argmax(1)]
-    pred = np.array([mapping[int(m)] for m in chosen], dtype=np.int64)
+    pred, chosen = mapped_prediction(probs, mapping)
     data_ids = sorted(mapping.values())
     compact = np.full(len(data_names), -1, dtype=np.int64)  # data id -> id among the shared classes
     compact[data_ids] = np.arange(len(data_ids))
@@ -118,6 +126,25 @@ def score(classifier: Classifier, data: FerData, split: str = "auto", *, tta: st
                           "data": [n for i, n in enumerate(data_names) if i not in mapping.values()]}
     return Scored(result, part.images, compact[part.labels], compact[pred],
                   probs[np.arange(len(probs)), chosen], chosen)
+
+
+def mapped_prediction(probs: np.ndarray, mapping: dict[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted data class ids, chosen model class ids): with a mapping, the most probable
+    of the classes both label sets share."""
+    if mapping is None:
+        pred = probs.argmax(1)
+        return pred, pred
+    model_ids = np.array(sorted(mapping))
+    chosen = model_ids[probs[:, model_ids].argmax(1)]
+    return np.array([mapping[int(m)] for m in chosen], dtype=np.int64), chosen
+
+
+def member_scores(classifier: Classifier, member_probs: list[np.ndarray], labels: np.ndarray,
+                  mapping: dict[int, int] | None) -> list[dict[str, Any]]:
+    """Each ensemble member's accuracy on the same faces (its own TTA and temperature)."""
+    names = [name for name, _ in ensemble_members(classifier)]
+    return [{"model": name, "accuracy": float((mapped_prediction(p, mapping)[0] == labels).mean())}
+            for name, p in zip(names, member_probs)]
 
 
 def confidence_report(raw: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
@@ -150,6 +177,10 @@ def format_report(result: dict[str, Any]) -> str:
         f"macro F1 {result['macro_f1']:.4f}",
         "",
     ]
+    for i, m in enumerate(result.get("members", [])):
+        lines.append(f"  member {i}: accuracy {m['accuracy']:.4f}  {m['model']}")
+    if result.get("members"):
+        lines.append("")
     if "class_mapping" in result:
         pairs = ", ".join(f"{m} -> {d}" for m, d in result["class_mapping"].items())
         left = result["unmapped"]

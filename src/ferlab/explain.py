@@ -14,7 +14,8 @@ The map explains the plain forward pass of the network, without TTA: the class
 explained is the one the classifier predicts with its own TTA unless named.
 ONNX exports carry no gradients: saliency needs the PyTorch checkpoint.
 
-Depends on: classifier (require_torch), preprocess; captum, matplotlib (colour maps), torch.
+Depends on: classifier (require_torch), models (ensemble members), preprocess; captum,
+matplotlib (colour maps), torch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models.ensemble import without_member_tta
 from .preprocess import preprocess
 
 METHODS = ("gradcam", "integrated_gradients")
@@ -83,8 +85,9 @@ def last_convolutions(model: nn.Module, input_size: int = 48) -> list[nn.Module]
 
 def _explainable(model: nn.Module) -> nn.Module:
     """An fp32 eval copy without in-place activations (they would overwrite the
-    activations whose gradients Grad-CAM reads)."""
-    model = copy.deepcopy(model).float().eval()
+    activations whose gradients Grad-CAM reads) and, for an ensemble, without the
+    members' TTA (the map explains the plain forward pass)."""
+    model = without_member_tta(copy.deepcopy(model).float().eval())
     for m in model.modules():
         if getattr(m, "inplace", False):
             m.inplace = False

@@ -45,6 +45,8 @@ def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
         # The TorchScript-based exporter handles these plain CNNs; torch.export is not needed.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
+            # An ensemble member's TTA crops read the (fixed) face size as constants.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,

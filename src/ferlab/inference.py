@@ -42,7 +42,8 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     if mode == "flip":
         return [x, x.flip(-1)]
     if mode == "tencrop":
-        h, w = x.shape[-2:]
+        # int(): under ONNX tracing sizes are tensors; the face size is fixed, so constants.
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         ch, cw = round(h * TENCROP_FRACTION), round(w * TENCROP_FRACTION)
         tops, lefts = (0, 0, h - ch, h - ch, (h - ch) // 2), (0, w - cw, 0, w - cw, (w - cw) // 2)
         crops = [

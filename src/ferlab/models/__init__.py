@@ -5,10 +5,11 @@ checkpoints, sweeps, export). Architectures register themselves with
 `@register_model` in their own module; this package imports each module
 explicitly below, so the registry's contents are visible right here.
 
-Depends on: its own modules (registry, seed_cnn, vgg, transfer, summary).
+Depends on: its own modules (registry, seed_cnn, vgg, transfer, ensemble, summary).
 """
 
 from . import (
+    ensemble,  # noqa: E402,F401  (registers "ensemble": averaged trained members)
     seed_cnn,  # noqa: E402,F401  (registers "seed_cnn")
     transfer,  # noqa: E402,F401  (registers "vgg16_transfer", "resnet18_transfer")
     vgg,  # noqa: E402,F401  (registers "vgg")

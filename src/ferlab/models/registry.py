@@ -52,7 +52,8 @@ def _kind(default: Any) -> str | None:
     if isinstance(default, str):
         return "a string"
     if isinstance(default, (list, tuple)):
-        return "a list of integers" if all(isinstance(v, int) for v in default) else "a list"
+        # An empty default says nothing about its items (an ensemble's members are mappings).
+        return "a list of integers" if default and all(isinstance(v, int) for v in default) else "a list"
     return None
 
 

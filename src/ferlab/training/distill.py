@@ -1,6 +1,7 @@
 """Knowledge distillation: a small student learns from a trained teacher's soft predictions.
 
-Set `train.teacher` to any ferlab model reference ("bundled" = the shipped model).
+Set `train.teacher` to any ferlab model reference ("bundled" = the shipped model, or an
+ensemble file from `ferlab ensemble`).
 Each training batch - after augmentation, so student and teacher see the very same
 pixels - goes through the frozen teacher too, and the loss becomes
 
@@ -12,7 +13,7 @@ FER2013's labels are noisy (human accuracy ~65%), so a teacher's soft targets
 carry more signal than its one-hot labels: this is how ferlab's small, fast model
 is trained.
 
-Depends on: classifier (loads the teacher like any model), checkpoint (error type),
+Depends on: classifier (loads the teacher like any model), checkpoint (error type), models,
 preprocess, runtime; torch.
 """
 
@@ -24,6 +25,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError
 from ..classifier import load_classifier, require_torch
+from ..models.ensemble import without_member_tta
 from ..preprocess import Preprocessing
 from ..runtime import Runtime
 
@@ -41,7 +43,9 @@ def load_teacher(ref: str, class_names: tuple[str, ...], pp: Preprocessing, runt
             f"train.teacher {teacher.path}: its preprocessing {teacher.preprocessing.to_dict()} "
             f"differs from this run's {pp.to_dict()}"
         )
-    model = runtime.prepare_model(teacher.model).eval()
+    # An ensemble teacher's members see the augmented batch as it is: their TTA would cost
+    # its views again on every training step.
+    model = runtime.prepare_model(without_member_tta(teacher.model)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
