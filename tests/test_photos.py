@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -181,3 +183,59 @@ def test_int8_export_keeps_predictions_and_labels(model_dir, tmp_path):
     for name in ("absent.onnx", "broken.onnx"):
         bad = runner.invoke(app, ["evaluate", str(tmp_path / name), "--data", str(cache)])
         assert bad.exit_code == 2 and name in bad.output and "Traceback" not in bad.output, bad.output
+
+
+# --------------------------------------------------------------------------- the light default path
+
+
+def test_numpy_tta_views_match_the_torch_ones():
+    import torch
+
+    from ferlab.inference import tta_views
+    from ferlab.tta import tta_views_np
+
+    x = np.random.default_rng(0).normal(size=(3, 1, 48, 48)).astype(np.float32)
+    for mode in ("none", "flip", "tencrop"):
+        ours, ref = tta_views_np(x, mode), tta_views(torch.from_numpy(x), mode)
+        assert len(ours) == len(ref)
+        assert max(float(np.abs(a - b.numpy()).max()) for a, b in zip(ours, ref)) < 1e-4, mode
+
+
+def test_default_prediction_runs_the_int8_export_without_importing_torch():
+    code = ("import sys; from ferlab import EmotionRecognizer; from ferlab.shipped import SAMPLE_PHOTO; "
+            "r = EmotionRecognizer(); faces = r.detect_emotions(SAMPLE_PHOTO); "
+            "print(r.classifier.path.name, len(faces), faces[0]['emotion'], 'torch' in sys.modules, "
+            "r.can_explain)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run.stdout.split()
+    assert out == ["ferlab-fer2013-int8.onnx", "1", "happy", "False", "True"]
+
+
+def test_int8_default_explains_through_its_pytorch_twin():
+    from ferlab.recognizer import EmotionRecognizer
+    from ferlab.shipped import BUNDLED_MODEL, SAMPLE_PHOTO
+
+    rec = EmotionRecognizer()
+    faces = rec.explain(SAMPLE_PHOTO)
+    assert rec.saliency_classifier.path == BUNDLED_MODEL
+    assert len(faces) == 1 and faces[0]["saliency"]["happy"].shape == (48, 48)
+    # A device or exact precision named: the PyTorch checkpoint itself.
+    assert EmotionRecognizer(precision="fp32").classifier.path == BUNDLED_MODEL
+
+
+def test_shrunk_detection_pass_finds_the_full_resolution_faces():
+    import cv2
+
+    from ferlab.faces import FaceDetector, to_gray
+    from ferlab.preprocess import as_rgb_array
+    from ferlab.shipped import SAMPLE_PHOTO
+    from ferlab.tracking import iou_matrix
+
+    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))
+    big = cv2.resize(gray, (1280, 1280))
+    full = FaceDetector(min_size=24 / 1280).detect(big)  # no shrinking: 24 px faces and up
+    shrunk = FaceDetector(min_size=0.1).detect(big)  # runs on a 240 px copy
+    assert len(full) >= 1 and len(shrunk) == 1
+    assert iou_matrix([full[0].to_list()], [shrunk[0].to_list()])[0, 0] > 0.7
+    with pytest.raises(ValueError, match="min face size"):
+        FaceDetector(min_size=0)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 ECE_BINS = 15
 _EPS = 1e-12
@@ -47,6 +46,8 @@ def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The T that minimises the negative log-likelihood of `labels` under p^(1/T)."""
+    from scipy.optimize import minimize_scalar  # here: prediction never fits, and scipy is slow to import
+
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise ValueError("calibration needs at least one labelled face")

@@ -26,8 +26,7 @@ FORMAT = "ferlab-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
-    pass
+from .errors import CheckpointError  # noqa: E402,F401  (re-exported: raised by the light path too)
 
 
 @dataclass

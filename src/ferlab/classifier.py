@@ -18,25 +18,28 @@ it with its raw, uncalibrated scores. evaluate,
 predict, the recognizer, the server, distillation and the CLI all load models
 through it.
 
-Depends on: calibration, checkpoint, inference, preprocess, runtime, shipped; onnxruntime only
-when an .onnx file is loaded (it is slow to import and most users never need it).
+Depends on: calibration, errors, preprocess, shipped, tta; checkpoint, inference and runtime
+(so PyTorch) only when a PyTorch model is loaded, onnxruntime only when an .onnx file is:
+predicting with an ONNX model never imports PyTorch, which takes seconds to import.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from .calibration import apply_temperature, stored_temperature
-from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from .inference import batched_proba, predict_proba
-from .preprocess import Preprocessing
-from .runtime import Runtime
+from .errors import CheckpointError
+from .preprocess import Preprocessing, preprocess
 from .shipped import bundled_path, default_model_path
+from .tta import tta_views_np
+
+if TYPE_CHECKING:  # PyTorch is imported only when a PyTorch model is loaded
+    from .checkpoint import LoadedModel
+    from .runtime import Runtime
 
 ONNX_METADATA_KEY = "ferlab"  # the metadata entry `export_onnx` writes
 
@@ -72,6 +75,8 @@ class TorchClassifier(_Calibrated):
     """A ferlab checkpoint on PyTorch (`.model` is the nn.Module, in eval mode)."""
 
     def __init__(self, loaded: LoadedModel, runtime: Runtime | None = None, calibrated: bool = True):
+        from .runtime import Runtime
+
         self.runtime = runtime or Runtime.create()
         self.loaded = loaded
         self.model = loaded.model.to(self.runtime.device).eval()
@@ -83,6 +88,8 @@ class TorchClassifier(_Calibrated):
         self.temperature = _temperature(loaded.meta, loaded.path) if calibrated else 1.0
 
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
+        from .inference import predict_proba
+
         return predict_proba(self.model, faces, self.preprocessing, self.runtime, batch_size,
                              tta, len(self.class_names))
 
@@ -123,12 +130,27 @@ class OnnxClassifier(_Calibrated):
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.logits(x.numpy()))
-
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
-        return batched_proba(self._forward, faces, self.preprocessing, len(self.class_names),
-                             tta=tta, batch_size=batch_size)
+        """numpy all the way (no PyTorch import): preprocess, TTA views, mean softmax."""
+        faces = np.asarray(faces)
+        out = [onnx_tta_proba(self.logits, preprocess(faces[i : i + batch_size], self.preprocessing), tta)
+               for i in range(0, len(faces), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+
+ONE_CALL_ROWS = 256  # views of a small batch go to ONNX Runtime as one call (per-call cost)
+
+
+def onnx_tta_proba(logits_fn, x: np.ndarray, tta: str) -> np.ndarray:
+    """Mean softmax over the TTA views of a preprocessed batch, as `tta_logits_and_probs`."""
+    views = tta_views_np(x, tta)
+    if len(views) > 1 and len(x) * len(views) <= ONE_CALL_ROWS:
+        logits = logits_fn(np.concatenate(views)).reshape(len(views), len(x), -1)
+    else:
+        logits = np.stack([logits_fn(v) for v in views])
+    logits = logits.astype(np.float32) - logits.max(-1, keepdims=True)
+    probs = np.exp(logits)
+    return (probs / probs.sum(-1, keepdims=True)).mean(0)
 
 
 def resolve_model_ref(ref: str | Path | None) -> Path:
@@ -149,12 +171,17 @@ def load_classifier(
     path = resolve_model_ref(ref)
     if path.suffix == ".onnx":
         return OnnxClassifier(path, calibrated)
+    from .checkpoint import load_checkpoint
+    from .runtime import Runtime
+
     runtime = Runtime.create(device, precision)
     return TorchClassifier(load_checkpoint(path, runtime.device), runtime, calibrated)
 
 
 def as_classifier(model: Any, runtime: Runtime | None = None) -> Classifier:
     """A classifier from a classifier, a `LoadedModel` (`load_checkpoint`) or a reference."""
+    from .checkpoint import LoadedModel
+
     if isinstance(model, LoadedModel):
         return TorchClassifier(model, runtime)
     if isinstance(model, (str, Path)) or model is None:

@@ -329,10 +329,9 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta,
                              calibrated=not uncalibrated)
     if explain_dir is not None:
-        from .classifier import require_torch
         from .explain import check_method
 
-        _run(require_torch, recognizer.classifier, "saliency")
+        _run(lambda: recognizer.saliency_classifier)
         _run(check_method, method)
         unknown = [c for c in classes or () if c not in recognizer.class_names]
         if unknown:

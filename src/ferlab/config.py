@@ -27,8 +27,7 @@ from .files import atomic_write_text
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be applied; the message names the field."""
+from .errors import ConfigError  # noqa: E402  (defined where the light path can raise it)
 
 
 @dataclass(frozen=True)

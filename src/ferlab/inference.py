@@ -1,13 +1,13 @@
 """Class probabilities from uint8 faces, with test-time augmentation (TTA): one implementation.
 
-Training's validation, `evaluate`, `predict`, the server and the ONNX Runtime
-classifier all come through `tta_logits_and_probs`, so every one of them sees the
-same preprocessing, the same TTA views and the same averaging. A backend only
-supplies a *forward*: a function from a preprocessed float batch (N, 1, H, W) to
-fp32 logits (N, classes) - a PyTorch module here, an ONNX Runtime session in
-`classifier.py`.
+Training's validation, `evaluate`, `predict` and the server all come through
+`tta_logits_and_probs` for PyTorch models, so every one of them sees the same
+preprocessing, the same TTA views and the same averaging. A backend only supplies a
+*forward*: a function from a preprocessed float batch (N, 1, H, W) to fp32 logits
+(N, classes). ONNX models take the same steps in numpy (`tta.py`, `classifier.py`)
+so that predicting with them never imports PyTorch.
 
-Depends on: preprocess, runtime, config (for the error type); torch.
+Depends on: preprocess, runtime, tta (modes and crop geometry); torch.
 """
 
 from __future__ import annotations
@@ -19,21 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError
 from .preprocess import Preprocessing, preprocess
 from .runtime import Runtime
-
-TTA_MODES = ("none", "flip", "tencrop")
-TENCROP_FRACTION = 0.9  # crop side as a share of the image; each crop is resized back
+from .tta import TTA_MODES, check_tta, tencrop_boxes  # noqa: F401  (TTA_MODES, check_tta re-exported)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def check_tta(mode: str | None, name: str = "tta") -> str | None:
-    """The one check of a TTA setting; `name` is the field or option named in the error."""
-    if mode is not None and mode not in TTA_MODES:
-        raise ConfigError(f"{name} must be one of {', '.join(TTA_MODES)}, got {mode!r}")
-    return mode
 
 
 def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
@@ -44,12 +34,10 @@ def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
     if mode == "tencrop":
         # int(): under ONNX tracing sizes are tensors; the face size is fixed, so constants.
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        ch, cw = round(h * TENCROP_FRACTION), round(w * TENCROP_FRACTION)
-        tops, lefts = (0, 0, h - ch, h - ch, (h - ch) // 2), (0, w - cw, 0, w - cw, (w - cw) // 2)
         crops = [
             F.interpolate(x[..., t : t + ch, lft : lft + cw], size=(h, w), mode="bilinear",
                           align_corners=False)
-            for t, lft in zip(tops, lefts)
+            for t, lft, ch, cw in tencrop_boxes(h, w)
         ]
         return crops + [c.flip(-1) for c in crops]
     return [x]

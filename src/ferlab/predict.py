@@ -20,7 +20,6 @@ from typing import Any
 from PIL import Image
 
 from .data import IMAGE_EXTENSIONS
-from .explain import save_explanations
 from .faces import draw_faces
 from .files import atomic_path
 from .preprocess import as_rgb_array
@@ -109,6 +108,8 @@ def predict_files(
             if explain_dir is None:
                 faces = recognizer.detect_emotions(rgb)
             else:
+                from .explain import save_explanations  # PyTorch: only when heatmaps are asked for
+
                 faces = recognizer.explain(rgb, explain_classes, explain_method)
                 stem = outputs.name(path, "")
                 result.explanations += save_explanations(rgb, faces, explain_dir, stem, explain_classes)

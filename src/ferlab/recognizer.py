@@ -5,13 +5,14 @@
     # [{"box": [x, y, w, h], "emotion": "happy", "probabilities": {"angry": 0.01, ...}}]
 
 Detection and cropping come from `faces`, the classifier from `load_classifier`
-(any model reference: the bundled model by default, a checkpoint, run folder or
-.onnx export), decoding from `preprocess.as_rgb_array`.
+(any model reference, a checkpoint, run folder or .onnx export; by default the bundled
+model's int8 export on ONNX Runtime, see `shipped.default_predict_path`), decoding from
+`preprocess.as_rgb_array`.
 
 `explain(image)` adds each face's saliency map (see explain.py) and the region the
 classifier saw.
 
-Depends on: classifier, explain (only when explaining), faces, inference, preprocess.
+Depends on: classifier, explain (only when explaining), faces, preprocess, shipped, tta.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 
 from .classifier import load_classifier
 from .faces import FaceBox, FaceDetector, crop_bounds, to_gray
-from .inference import check_tta
 from .preprocess import as_rgb_array, to_gray48
+from .shipped import default_predict_path, twin_checkpoint
+from .tta import check_tta
 
 
 class EmotionRecognizer:
@@ -44,7 +46,11 @@ class EmotionRecognizer:
         calibrated: bool = True,  # False: the raw scores, without the model's temperature
     ):
         self.tta = check_tta(tta)
+        if model is None:  # the shipped default: int8 on ONNX Runtime unless a device is named
+            model = default_predict_path(device, precision)
         self.classifier = load_classifier(model, device, precision, calibrated)
+        self._calibrated = calibrated
+        self._twin = None
         self.detect = detect
         self.detector = detector or (FaceDetector() if detect else None)
         self.margin = margin
@@ -52,6 +58,29 @@ class EmotionRecognizer:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.classifier.class_names
+
+    @property
+    def can_explain(self) -> bool:
+        from .classifier import TorchClassifier
+
+        return (isinstance(self.classifier, TorchClassifier)
+                or twin_checkpoint(self.classifier.path) is not None)
+
+    @property
+    def saliency_classifier(self) -> Any:
+        """The PyTorch model saliency maps are taken from: the classifier itself or, for a
+        shipped export (the int8 default), the checkpoint it was made from - loaded once,
+        when first asked for. Anything else raises CheckpointError."""
+        from .classifier import TorchClassifier, require_torch
+
+        if isinstance(self.classifier, TorchClassifier):
+            return self.classifier
+        twin = twin_checkpoint(self.classifier.path)
+        if twin is None:
+            return require_torch(self.classifier, "saliency")
+        if self._twin is None:
+            self._twin = load_classifier(twin, "cpu", calibrated=self._calibrated)
+        return self._twin
 
     def _crops(self, crops: list[np.ndarray]) -> np.ndarray:
         size = self.classifier.preprocessing.image_size
@@ -86,7 +115,8 @@ class EmotionRecognizer:
                 method: str = "gradcam") -> list[dict[str, Any]]:
         """`detect_emotions` plus, per face, `crop` (the [x, y, w, h] the classifier saw)
         and `saliency`: {class name: map in [0, 1], the model's input size} for the
-        predicted class, or for each of `classes`. Needs a PyTorch model."""
+        predicted class, or for each of `classes`. Needs a PyTorch model (or a shipped
+        export, whose checkpoint explains it)."""
         from .explain import check_method, saliency_maps
 
         method = check_method(method)
@@ -106,7 +136,7 @@ class EmotionRecognizer:
         for face, b in zip(faces, bounds):
             face["crop"], face["saliency"] = b.to_list(), {}
         for targets in wanted:
-            maps, _ = saliency_maps(self.classifier, batch, targets, method)
+            maps, _ = saliency_maps(self.saliency_classifier, batch, targets, method)
             for face, target, heat in zip(faces, targets, maps):
                 face["saliency"][names[int(target)]] = heat
         return faces

@@ -41,7 +41,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
-from .classifier import TorchClassifier
 from .preprocess import ImageError, as_rgb_array
 from .recognizer import EmotionRecognizer
 
@@ -123,7 +122,7 @@ def create_app(
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(trusted_hosts))
 
-    explainable = isinstance(recognizer.classifier, TorchClassifier)
+    explainable = recognizer.can_explain
 
     @app.get("/api/health")
     def health() -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The models that ship inside the package, and the names that stand for them.
 
-`bundled`, `fast`, `fast-int8` and `ferplus` work wherever a model is accepted (a checkpoint
+`bundled`, `bundled-int8`, `fast`, `fast-int8` and `ferplus` work wherever a model is accepted (a checkpoint
 path, run folder or .onnx file): `ferlab predict fast-int8 photo.jpg`,
 `EmotionRecognizer("fast")`, `train.teacher: bundled`. A real file or folder of
 the same name wins, so a user's own `bundled/` run folder is never shadowed.
@@ -19,8 +19,13 @@ BUNDLED_FAST = WEIGHTS / "ferlab-fer2013-fast.pt"
 BUNDLED_FAST_INT8 = WEIGHTS / "ferlab-fer2013-fast-int8.onnx"
 # Trained on the FER+ crowd votes: FER+'s 8 classes (contempt too), FER+ class names.
 BUNDLED_FERPLUS = WEIGHTS / "ferlab-ferplus.pt"
-BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "fast": BUNDLED_FAST, "fast-int8": BUNDLED_FAST_INT8,
-                 "ferplus": BUNDLED_FERPLUS}
+# The bundled model quantized to int8 (ONNX Runtime), ten-crop TTA and its own temperature:
+# what prediction runs by default on a CPU (as accurate on validation, several times faster
+# for one face, and no PyTorch import). Saliency maps come from its PyTorch twin.
+BUNDLED_INT8 = WEIGHTS / "ferlab-fer2013-int8.onnx"
+BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "bundled-int8": BUNDLED_INT8, "fast": BUNDLED_FAST,
+                 "fast-int8": BUNDLED_FAST_INT8, "ferplus": BUNDLED_FERPLUS}
+TWINS = {BUNDLED_INT8.name: BUNDLED_MODEL}  # a shipped export -> the checkpoint it was made from
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
 
 
@@ -34,6 +39,21 @@ def default_model_path() -> Path:
             f"no bundled model in this install ({BUNDLED_MODEL.name}); pass a checkpoint or run folder"
         )
     return BUNDLED_MODEL
+
+
+def default_predict_path(device: str = "auto", precision: str = "auto") -> Path:
+    """The model prediction uses when none is named: the int8 export on the default
+    device and precision, else (a GPU or exact fp32 asked for) the PyTorch checkpoint."""
+    if device == "auto" and precision == "auto" and BUNDLED_INT8.exists():
+        return BUNDLED_INT8
+    return default_model_path()
+
+
+def twin_checkpoint(path: str | Path) -> Path | None:
+    """The PyTorch checkpoint a shipped export was made from (for saliency), else None."""
+    path = Path(path)
+    twin = TWINS.get(path.name)
+    return twin if twin is not None and is_shipped(path) and twin.exists() else None
 
 
 def bundled_path(name: str | Path) -> Path | None:
