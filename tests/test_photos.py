@@ -121,9 +121,12 @@ def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "clip_faces.csv").open()))
     assert [int(r["frame"]) for r in rows] == [0, 3, 6, 9]
+    assert {r["track"] for r in rows} == {"1"}  # one face, one track across the frames
     capture = cv2.VideoCapture(str(out / "clip_annotated.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
-    assert "4 of 10 frames, 4 faces" in result.output
+    assert "4 of 10 frames, 4 faces in 1 track(s)" in result.output
+    timeline = Image.open(out / "clip_timeline.png")
+    assert timeline.size[0] > 300 and np.asarray(timeline.convert("L")).std() > 10
 
 
 def test_onnx_matches_pytorch_within_1e4(model_dir, tmp_path):

@@ -104,14 +104,18 @@ def _temperature(meta: dict[str, Any], path: Path) -> float:
 class OnnxClassifier(_Calibrated):
     """A ferlab ONNX export (fp32 or int8) on ONNX Runtime's CPU provider."""
 
-    def __init__(self, path: str | Path, calibrated: bool = True):
+    def __init__(self, path: str | Path, calibrated: bool = True, threads: int | None = None):
         import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX model file")
+        options = ort.SessionOptions()
+        if threads:  # several server workers share the cores: each gets its part, none spins
+            options.intra_op_num_threads = threads
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for unreadable models
             raise ValueError(f"{path}: not a readable ONNX model ({e})") from e
         meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
@@ -163,17 +167,22 @@ def resolve_model_ref(ref: str | Path | None) -> Path:
 
 def load_classifier(
     ref: str | Path | None = None, device: str = "auto", precision: str = "auto",
-    calibrated: bool = True,
+    calibrated: bool = True, threads: int | None = None,
 ) -> Classifier:
     """Load any model reference: an .onnx file runs on ONNX Runtime, anything else is a
     PyTorch checkpoint (file or run folder) on `device` with `precision`. Its stored
-    calibration temperature is applied unless `calibrated=False`."""
+    calibration temperature is applied unless `calibrated=False`. `threads` caps the CPU
+    threads inference uses (default: all cores)."""
     path = resolve_model_ref(ref)
     if path.suffix == ".onnx":
-        return OnnxClassifier(path, calibrated)
+        return OnnxClassifier(path, calibrated, threads)
     from .checkpoint import load_checkpoint
     from .runtime import Runtime
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     runtime = Runtime.create(device, precision)
     return TorchClassifier(load_checkpoint(path, runtime.device), runtime, calibrated)
 

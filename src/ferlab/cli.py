@@ -287,11 +287,14 @@ def predict(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
+    min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15; 0.05 for group photos, ~9x slower)")] = None,
 ) -> None:
-    """Faces and emotions in photos and videos (OpenCV face detection), or in face crops."""
+    """Faces and emotions in photos and videos (OpenCV face detection), or in face crops.
+    Videos: each face gets a track id across frames; per-frame rows go to VIDEO_faces.csv and
+    each track's emotions over time to VIDEO_timeline.png."""
     _predict(inputs, as_json=as_json, as_csv=as_csv, no_detect=no_detect, annotate=annotate, every=every,
              video_dir=video_dir, tta=tta, device=device, precision=precision, uncalibrated=uncalibrated,
-             explain_dir=explain)
+             explain_dir=explain, min_face=min_face)
 
 
 @app.command()
@@ -304,6 +307,7 @@ def explain(
     no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
     tta: Annotated[Optional[str], typer.Option(help="TTA of the prediction explained: none | flip | tencrop (default: as trained)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15)")] = None,
 ) -> None:
     """Where the model looked: a saliency heatmap per face (Grad-CAM or integrated gradients,
     via captum) of the predicted class or each --class, over the face crop
@@ -311,13 +315,13 @@ def explain(
     Needs a PyTorch model (ONNX exports carry no gradients)."""
     _predict(inputs, as_json=as_json, as_csv=False, no_detect=no_detect, annotate=None, every=1,
              video_dir=Path("."), tta=tta, device=device, precision="fp32", uncalibrated=False,
-             explain_dir=out, classes=classes, method=method, photos_only=True)
+             explain_dir=out, classes=classes, method=method, photos_only=True, min_face=min_face)
 
 
 def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool, annotate: Path | None,
              every: int, video_dir: Path, tta: str | None, device: str, precision: str, uncalibrated: bool,
              explain_dir: Path | None, classes: list[str] | None = None, method: str = "gradcam",
-             photos_only: bool = False) -> None:
+             photos_only: bool = False, min_face: float | None = None) -> None:
     from .predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
     from .video import VIDEO_EXTENSIONS
 
@@ -327,7 +331,7 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
     if every < 1:
         _fail(f"--every must be >= 1, got {every}")
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta,
-                             calibrated=not uncalibrated)
+                             calibrated=not uncalibrated, min_face=min_face)
     if explain_dir is not None:
         from .explain import check_method
 
@@ -410,7 +414,7 @@ def ensemble(
 
 @app.command()
 def serve(
-    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8, ferplus")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled-int8 (default on CPU), bundled, fast, fast-int8, ferplus")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
@@ -418,6 +422,8 @@ def serve(
     cors: Annotated[Optional[list[str]], typer.Option("--cors", help="allow browser pages from this origin (repeatable; none by default)")] = None,
     trusted_host: Annotated[Optional[list[str]], typer.Option("--trusted-host", help="answer only requests for this Host (repeatable; e.g. example.org, *.example.org)")] = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
+    min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15)")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="server processes, each with its share of the cores (2 on a 2-core machine: ~2x the requests/s)")] = 1,
 ) -> None:
     """REST API (POST /api/predict, GET /api/health, /docs) and a web page at /."""
     from .serve import check_port
@@ -425,16 +431,20 @@ def serve(
 
     if not max_upload_mb > 0:
         _fail(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
+    if workers < 1:
+        _fail(f"--workers must be >= 1, got {workers}")
     _run(check_port, host, port)  # before the model loads: a bad port is one line, not a traceback
-    recognizer = _recognizer(model, device=device, calibrated=not uncalibrated)  # fail before the server starts
-    _run(run_server, host=host, port=port, max_upload_mb=max_upload_mb, recognizer=recognizer,
-         cors_origins=cors or (), trusted_hosts=trusted_host or ())
+    options = {"calibrated": not uncalibrated, "min_face": min_face}
+    recognizer = _recognizer(model, device=device, **options)  # fail before the server starts
+    _run(run_server, model=model, host=host, port=port, max_upload_mb=max_upload_mb, device=device,
+         recognizer=recognizer if workers == 1 else None, cors_origins=cors or (),
+         trusted_hosts=trusted_host or (), workers=workers, recognizer_options=options)
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="annotated copy of the photo")] = Path("demo_annotated.jpg"),
-    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled (default), fast, fast-int8, ferplus")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled-int8 (default on CPU), bundled, fast, fast-int8, ferplus")] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
     from .predict import run_demo

@@ -1,6 +1,7 @@
 """Figures: the seed's `plot_loss_acc` curves, confusion-matrix heatmaps, per-class scores, a
-reliability diagram and image galleries. `*_figure` functions return a matplotlib
-`Figure` (shown inline by notebooks); `plot_*` functions save PNGs.
+reliability diagram, image galleries and a video's emotion timeline per face track.
+`*_figure` functions return a matplotlib `Figure` (shown inline by notebooks); `plot_*`
+functions save PNGs.
 
 Figures are made with matplotlib's object API (`Figure`, no pyplot), which renders
 PNGs without any GUI backend: nothing global is switched, so importing ferlab
@@ -169,3 +170,34 @@ def reliability_figure(curves: dict[str, Sequence[dict[str, Any]]], title: str =
 
 def plot_reliability(curves: dict[str, Sequence[dict[str, Any]]], path: str | Path, title: str = "") -> Path:
     return _save(reliability_figure(curves, title), path)
+
+
+def timeline_figure(tracks: dict[int, dict[str, Any]], class_names: Sequence[str], title: str = "",
+                    max_tracks: int = 8) -> Figure:
+    """Each face track's class probabilities over time, stacked (one panel per track, the
+    longest `max_tracks`). `tracks`: id -> {"time": [s, ...], "probs": [[p per class], ...]}."""
+    longest = sorted(tracks, key=lambda t: -len(tracks[t]["time"]))[:max_tracks]
+    shown = sorted(longest)
+    fig = Figure(figsize=(9, 1.0 + 1.6 * max(1, len(shown))))
+    axes = fig.subplots(max(1, len(shown)), 1, squeeze=False, sharex=True)[:, 0]
+    colours = colormaps["tab10"](np.arange(len(class_names)) % 10)
+    for ax, tid in zip(axes, shown):
+        t, p = np.asarray(tracks[tid]["time"]), np.asarray(tracks[tid]["probs"]).T
+        ax.stackplot(t, p, colors=colours, labels=class_names, linewidth=0)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(t.min(), max(t.max(), t.min() + 1e-3))
+        ax.set_ylabel(f"track {tid}")
+    if not shown:
+        axes[0].text(0.5, 0.5, "no face found", ha="center", va="center", transform=axes[0].transAxes)
+    axes[-1].set_xlabel("time (s)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 8), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title or "emotions per face track", y=1.04)
+    return fig
+
+
+def plot_timeline(tracks: dict[int, dict[str, Any]], class_names: Sequence[str], path: str | Path,
+                  title: str = "") -> Path:
+    return _save(timeline_figure(tracks, class_names, title), path)

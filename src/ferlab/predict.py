@@ -102,7 +102,8 @@ def predict_files(
                 annotated = annotate_dir / outputs.name(path, "_annotated.mp4") if annotate_dir else None
                 result.videos.append(predict_video(
                     recognizer, path, video_dir / outputs.name(path, "_faces.csv"), every=every,
-                    annotate_out=annotated, progress=progress))
+                    annotate_out=annotated, progress=progress,
+                    timeline_out=video_dir / outputs.name(path, "_timeline.png")))
                 continue
             rgb = as_rgb_array(path)
             if explain_dir is None:
@@ -154,7 +155,8 @@ def format_table(result: PredictResult, class_names: tuple[str, ...]) -> str:
     for video in result.videos:
         top = ", ".join(f"{k} {v}" for k, v in sorted(video["emotions"].items(), key=lambda kv: -kv[1]))
         lines.append(f"{video['source']}: {video['processed']} of {video['frames']} frames, "
-                     f"{video['faces']} faces ({top or 'none'}) -> {video['csv']}"
+                     f"{video['faces']} faces in {video['tracks']} track(s) ({top or 'none'}) -> "
+                     f"{video['csv']}, {video['timeline']}"
                      + (f", {video['annotated']}" if video["annotated"] else ""))
     return "\n".join(lines)
 

@@ -44,15 +44,23 @@ class EmotionRecognizer:
         margin: float = 0.1,
         tta: str | None = None,
         calibrated: bool = True,  # False: the raw scores, without the model's temperature
+        min_face: float | None = None,  # smallest face sought, share of the shorter side (faces.py)
+        threads: int | None = None,  # CPU threads for detection and the model (default: all cores)
     ):
         self.tta = check_tta(tta)
         if model is None:  # the shipped default: int8 on ONNX Runtime unless a device is named
             model = default_predict_path(device, precision)
-        self.classifier = load_classifier(model, device, precision, calibrated)
+        if threads:
+            import cv2
+
+            cv2.setNumThreads(threads)
+        self.classifier = load_classifier(model, device, precision, calibrated, threads)
         self._calibrated = calibrated
         self._twin = None
         self.detect = detect
-        self.detector = detector or (FaceDetector() if detect else None)
+        if detector is None and detect:
+            detector = FaceDetector() if min_face is None else FaceDetector(min_size=min_face)
+        self.detector = detector if detect else None
         self.margin = margin
 
     @property

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import socket
 from collections.abc import Sequence
@@ -214,11 +215,38 @@ def check_port(host: str, port: int) -> None:
         raise ValueError(f"cannot listen on {host}:{port}: {why}") from e
 
 
+SETTINGS_ENV = "FERLAB_SERVE_SETTINGS"  # how `serve --workers N` hands its settings to each worker
+
+
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, device: str = "auto",
           recognizer: Any = None, cors_origins: Sequence[str] = (),
-          trusted_hosts: Sequence[str] = ()) -> None:
+          trusted_hosts: Sequence[str] = (), workers: int = 1,
+          recognizer_options: dict[str, Any] | None = None) -> None:
+    """Run the server. One worker serves `recognizer` (or loads `model`); with `workers` > 1
+    uvicorn starts that many processes, each loading the model itself with its share of
+    the cores (so they do not fight over them) and one image in flight at a time."""
     check_port(host, port)
-    app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer,
-                     cors_origins=cors_origins, trusted_hosts=trusted_hosts)
-    uvicorn.run(app, host=host, port=port)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers == 1:
+        app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer,
+                         cors_origins=cors_origins, trusted_hosts=trusted_hosts)
+        uvicorn.run(app, host=host, port=port)
+        return
+    threads = max(1, (os.cpu_count() or 2) // workers)
+    options = {**(recognizer_options or {}), "device": device, "threads": threads}
+    os.environ[SETTINGS_ENV] = json.dumps({
+        "model": None if model is None else str(model), "recognizer": options,
+        "max_upload_mb": max_upload_mb, "cors_origins": list(cors_origins),
+        "trusted_hosts": list(trusted_hosts), "max_concurrent": 1})
+    uvicorn.run("ferlab.serve:app_from_settings", factory=True, host=host, port=port, workers=workers)
+
+
+def app_from_settings() -> FastAPI:
+    """The app of one `serve --workers N` worker process, from the settings its parent left."""
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    recognizer = EmotionRecognizer(settings["model"], **settings["recognizer"])
+    return create_app(recognizer=recognizer, max_upload_mb=settings["max_upload_mb"],
+                      max_concurrent=settings["max_concurrent"], cors_origins=settings["cors_origins"],
+                      trusted_hosts=settings["trusted_hosts"])

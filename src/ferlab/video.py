@@ -1,8 +1,14 @@
 """Emotions through a video: every Nth frame, results streamed to CSV, optional annotated copy.
 
-Frames are read and written one at a time, so memory stays flat however long the video.
+Frames are read and written one at a time, so memory stays flat however long the video
+(only each track's probabilities over time are kept, 7 numbers per face per frame, for
+the timeline). Each face gets a track id across frames (tracking.py): the CSV has one
+row per face per processed frame (frame, time, track, box, emotion, probabilities),
+the annotated copy draws "#id emotion", and the timeline PNG plots each track's
+probabilities over time.
 
-Depends on: faces (drawing), files; OpenCV for reading and writing video.
+Depends on: faces (drawing), files, plots (the timeline), tracking; OpenCV for reading and
+writing video.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from tqdm import tqdm
 
 from .faces import draw_faces
 from .files import atomic_path
+from .tracking import IouTracker
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 
@@ -30,8 +37,9 @@ def predict_video(
     every: int = 1,
     annotate_out: str | Path | None = None,
     progress: bool = False,
+    timeline_out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write one CSV row per face per processed frame; return a summary."""
+    """Write one CSV row per face per processed frame (and the timeline PNG); return a summary."""
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     capture = cv2.VideoCapture(str(path))
@@ -55,8 +63,11 @@ def predict_video(
         if progress:
             bar = stack.enter_context(tqdm(total=total, desc=Path(path).name, unit="frame", leave=False))
         rows = csv.writer(f)
-        rows.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *names])
+        rows.writerow(["frame", "time_s", "track", "x", "y", "w", "h", "emotion", *names])
         faces: list[dict[str, Any]] = []
+        # Tracks may skip up to a second of frames (a missed detection, a turned head).
+        tracker = IouTracker(max_age=max(1, round(fps / every)))
+        series: dict[int, dict[str, list]] = {}
         while True:
             ok, bgr = capture.read()
             if not ok:
@@ -64,11 +75,16 @@ def predict_video(
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             if frames % every == 0:
                 faces = recognizer.detect_emotions(rgb)
-                processed += 1
-                for i, face in enumerate(faces):
+                for face, track in zip(faces, tracker.update([f["box"] for f in faces], processed)):
+                    face["track"] = track
                     counts[face["emotion"]] += 1
-                    rows.writerow([frames, f"{frames / fps:.3f}", i, *face["box"], face["emotion"],
-                                   *(f"{face['probabilities'][n]:.5f}" for n in names)])
+                    probs = [face["probabilities"][n] for n in names]
+                    rows.writerow([frames, f"{frames / fps:.3f}", track, *face["box"], face["emotion"],
+                                   *(f"{p:.5f}" for p in probs)])
+                    entry = series.setdefault(track, {"time": [], "probs": []})
+                    entry["time"].append(frames / fps)
+                    entry["probs"].append(probs)
+                processed += 1
             if tmp_video is not None:
                 if not writers:
                     h, w = rgb.shape[:2]
@@ -81,6 +97,11 @@ def predict_video(
                 bar.update()
         if frames == 0:
             raise ValueError(f"{path}: no frames could be read")
+    if timeline_out is not None:
+        from .plots import plot_timeline
+
+        plot_timeline(series, names, timeline_out, f"{Path(path).name}: emotions per face track")
     return {"source": str(path), "frames": frames, "processed": processed, "fps": fps,
-            "faces": sum(counts.values()), "emotions": dict(counts), "csv": str(csv_out),
-            "annotated": str(annotate_out) if annotate_out else None}
+            "faces": sum(counts.values()), "tracks": len(series), "emotions": dict(counts),
+            "csv": str(csv_out), "annotated": str(annotate_out) if annotate_out else None,
+            "timeline": str(timeline_out) if timeline_out else None}
