@@ -44,8 +44,10 @@ async def client(url: str, photo: bytes, deadline: float, latencies: list[float]
             latencies.append(time.perf_counter() - start)
 
 
-async def run(url: str, clients: int, seconds: float) -> tuple[list[float], list[str], float]:
-    photo = SAMPLE_PHOTO.read_bytes()
+async def run(url: str, clients: int, seconds: float,
+              photo: bytes | None = None) -> tuple[list[float], list[str], float]:
+    """`clients` concurrent clients posting `photo` (JPEG bytes; the sample photo by default)."""
+    photo = SAMPLE_PHOTO.read_bytes() if photo is None else photo
     latencies: list[float] = []
     errors: list[str] = []
     start = time.perf_counter()

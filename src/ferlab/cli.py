@@ -287,7 +287,7 @@ def predict(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
-    min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15; 0.05 for group photos, ~9x slower)")] = None,
+    min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15; 0.05 for group photos, several times slower; 0.2 for webcam video, ~2x faster)")] = None,
 ) -> None:
     """Faces and emotions in photos and videos (OpenCV face detection), or in face crops.
     Videos: each face gets a track id across frames; per-frame rows go to VIDEO_faces.csv and

@@ -16,13 +16,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# alt2 over "default": on faces from FER2013's validation split pasted into 256-640 px
-# photos it found as many faces (recall 0.75 vs 0.74) in ~60% of the time
-# (benchmarks/everyday.py, "detector" table).
+# alt2 over "default": as many faces found on FER2013 validation faces pasted into photos,
+# and far fewer double boxes on one face (benchmarks/everyday.py --data, "detector" table).
 DEFAULT_CASCADE = "haarcascade_frontalface_alt2.xml"
 WINDOW = 24  # the cascades' training window: the smallest face they can see, in pixels
+# OpenCV slides the window in 1 px steps only at scales above 2 (2 px steps below, which
+# misses faces): big images are shrunk until the smallest face sought is this size.
+SCAN_PX = 64
 # The smallest face sought by default, as a share of the image's shorter side: portraits,
-# selfies and webcams. Group photos with small faces: min_size=0.05 (about 4x the time).
+# selfies and webcams. Group photos with small faces: min_size=0.05 (several times slower).
 DEFAULT_MIN_FACE = 0.15
 
 
@@ -40,13 +42,12 @@ class FaceBox:
 class FaceDetector:
     """OpenCV Haar-cascade face detector; `detect(gray)` returns boxes, largest first.
 
-    `min_size` is the smallest face sought, as a share of the image's shorter side. The
-    cascade runs on a copy of the image shrunk so that such a face is the cascade's
-    24 px window: a cascade scans every position at every scale from its window up, so
-    a 640x480 photo searched for faces of 15% of its height costs what a 213x160 one
-    does. `min_size=0.05` finds faces a third that size (group photos) at about nine
-    times the cost. Four neighbouring hits confirm a face (OpenCV's default is three;
-    five missed faces in shrunk copies; measured in benchmarks/everyday.py).
+    `min_size` is the smallest face sought, as a share of the image's shorter side: the
+    cascade scans every position at every scale from that size up, so the cost falls
+    with the square of it (640x480: ~35 ms at 0.15, ~70 ms at 0.1, ~17 ms at 0.2 on two
+    cores). Big images are first shrunk until that face is SCAN_PX, which bounds the
+    cost without thinning the scan. Four neighbouring hits confirm a face: three let
+    through false doubles, five miss faces (benchmarks/everyday.py --data, "detector").
     """
 
     def __init__(
@@ -73,12 +74,13 @@ class FaceDetector:
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
 
     def detect(self, gray: np.ndarray) -> list[FaceBox]:
-        shorter = min(gray.shape[:2])
-        scale = min(1.0, WINDOW / max(1.0, shorter * self.min_size))  # never enlarge
+        min_px = max(WINDOW, min(gray.shape[:2]) * self.min_size)
+        scale = min(1.0, SCAN_PX / min_px)  # never enlarge
         small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale,
                                                      interpolation=cv2.INTER_AREA)
+        side = max(WINDOW, round(min_px * scale))
         found = self._cascade.detectMultiScale(
-            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(WINDOW, WINDOW)
+            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
         )
         h, w = gray.shape[:2]
         boxes = []
