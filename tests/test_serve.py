@@ -154,3 +154,64 @@ def test_page_in_headless_chromium(model_dir, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_workers_serve_from_separate_processes_and_bad_counts_are_refused():
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "ferlab", "serve", "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.time() < deadline, "server did not start"
+                time.sleep(0.5)
+        assert "int8" in health["model"] and health["explain"] is True
+        photo = SAMPLE_PHOTO.read_bytes()
+        for _ in range(4):
+            r = httpx.post(f"http://127.0.0.1:{port}/api/predict", timeout=30,
+                           files={"file": ("a.jpg", photo, "image/jpeg")})
+            assert r.status_code == 200 and r.json()["faces"][0]["emotion"] == "happy"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--workers", "0"])
+    assert r.exit_code == 2 and "--workers must be >= 1" in r.output
+
+
+def test_one_detector_shared_by_threads_gives_every_thread_the_same_faces():
+    import numpy as np
+
+    from ferlab.faces import FaceDetector, to_gray
+    from ferlab.preprocess import as_rgb_array
+
+    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))
+    detector = FaceDetector()
+    expected = detector.detect(gray)
+    results: list = []
+
+    def work():
+        results.extend(detector.detect(gray) == expected for _ in range(8))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(expected) == 1 and len(results) == 32 and all(results)
+    assert np.asarray(expected[0].to_list()).min() >= 0
