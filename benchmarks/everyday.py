@@ -37,6 +37,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from inference import rate  # noqa: E402  (the median of timed rounds, as the other benchmarks)
 from serve_load import free_port, run  # noqa: E402  (the load test's client)
 
 from ferlab.classifier import load_classifier  # noqa: E402
@@ -45,20 +46,6 @@ from ferlab.recognizer import EmotionRecognizer  # noqa: E402
 from ferlab.shipped import SAMPLE_PHOTO  # noqa: E402
 
 SIZES = ((256, 256), (480, 360), (640, 480))
-ROUNDS = 3
-
-
-def rate(fn, n_items: int, seconds: float) -> float:
-    """Items per second: the median of ROUNDS timed rounds of at least `seconds` each."""
-    fn()  # warm-up
-    rates = []
-    for _ in range(ROUNDS):
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            fn()
-            count += n_items
-        rates.append(count / (time.perf_counter() - start))
-    return sorted(rates)[len(rates) // 2]
 
 
 class Fer:
@@ -124,18 +111,19 @@ def photos_table(paths: list[Path], fer: Fer, seconds: float) -> None:
         print(f"fer: skipped, {fer.why}")
 
 
-def crops_table(fer: Fer, seconds: float) -> None:
+def crops_table(fer: Fer, seconds: float, extra: list[str]) -> None:
     crops = np.random.default_rng(0).integers(0, 256, (256, 48, 48), dtype=np.uint8)
     rows = [("bundled-int8", "tencrop"), ("bundled-int8", "flip"), ("bundled-int8", "none"),
-            ("fast-int8", "none"), ("bundled", "tencrop")]
+            ("fast-int8", "none"), ("bundled", "tencrop"), *((m, None) for m in extra)]
     theirs = fer("crops", seconds=seconds)
     print(f"\nface crops/s (48x48 for ferlab, 64x64 for fer)\n"
           f"{'':<42}{'TTA':<9}{'batch 1':>9}{'batch 256':>11}")
     for ref, tta in rows:
         clf = load_classifier(ref)
+        tta = clf.tta if tta is None else tta  # an extra model: its own (an ensemble: its members')
         one = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops[:1], tta), 1, seconds)
         many = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta), len(crops), seconds)
-        print(f"{'ferlab ' + ref:<42}{tta:<9}{one:>9.0f}{many:>11.0f}")
+        print(f"{'ferlab ' + Path(ref).name[-35:]:<42}{tta:<9}{one:>9.0f}{many:>11.0f}")
     if theirs:
         print(f"{'fer 25.10.3 (TFLite)':<42}{'none':<9}{theirs['1']:>9.0f}{theirs['256']:>11.0f}")
     else:
@@ -286,6 +274,8 @@ def main() -> None:
     ap.add_argument("--fer-python", type=Path, default=Path("peers/bin/python"))
     ap.add_argument("--seconds", type=float, default=2.0, help="length of one timed round")
     ap.add_argument("--serve-seconds", type=float, default=10.0)
+    ap.add_argument("--extra-model", action="append", default=[],
+                    help="another model for the crops table (an ensemble, ...); repeatable")
     ap.add_argument("--data", help="a FER2013 cache or source: adds the accuracy and detector tables")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -303,7 +293,7 @@ def main() -> None:
         if "photos" in only:
             photos_table(paths, fer, args.seconds)
         if "crops" in only:
-            crops_table(fer, args.seconds)
+            crops_table(fer, args.seconds, args.extra_model)
         if "video" in only:
             video_table(folder, fer)
         if "serve" in only:

@@ -17,6 +17,7 @@ import numpy as np
 
 
 def rate(fn, n_items: int, seconds: float, rounds: int = 3) -> float:
+    """benchmarks/inference.py's `rate`, again: this file runs where ferlab is not installed."""
     fn()  # warm-up
     rates = []
     for _ in range(rounds):
