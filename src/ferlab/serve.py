@@ -104,7 +104,8 @@ def create_app(
     """Build the app around one recognizer (loaded here, once)."""
     if not max_upload_mb > 0:
         raise ValueError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
-    recognizer = recognizer or EmotionRecognizer(model, device=device)
+    # One thread per image and one image per core in flight (`slots`): no oversubscription.
+    recognizer = recognizer or EmotionRecognizer(model, device=device, threads=1)
     limit = int(max_upload_mb * 1024 * 1024)
     description = public_description(recognizer.classifier)
     # One decode + classification per core at a time: more would only queue inside torch,
