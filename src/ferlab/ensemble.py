@@ -8,6 +8,11 @@ ordinary ferlab checkpoint of the registered `ensemble` model, so everything tha
 loads a model loads it; `members` in its metadata records where each came from and
 how it scored, for the model card and `ferlab evaluate`.
 
+An ensemble's own temperature (from `ferlab calibrate ens.pt`) sits on top of its
+members'; `--uncalibrated` drops only that outer one (the members' stay part of the
+model), and an ensemble taken over as a member leaves it behind (said in the log):
+calibrate the new file.
+
 Weights are stored as float16 by default (half the file, so a five-member ensemble
 of the bundled size stays under 10 MB; they are float32 again once loaded, and
 the predictions move by ~1e-3 in probability).
@@ -97,6 +102,10 @@ def build_ensemble(
     for other in classifiers[1:]:
         _check_compatible(classifiers[0], other)
     parts = [p for c in classifiers for p in _parts(c.loaded, tta, c.temperature)]
+    for c in classifiers:
+        if isinstance(c.model, Ensemble) and c.temperature != 1.0:
+            log(f"{c.path}: its own temperature {c.temperature:.3f} is not carried over; "
+                "calibrate the new ensemble with `ferlab calibrate`")
     first = classifiers[0]
     args = {"members": [p.spec for p in parts], "num_classes": len(first.class_names)}
     # Built from the specs and loaded strictly, as `load_checkpoint` will: a file that
