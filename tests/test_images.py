@@ -102,3 +102,22 @@ def test_a_bad_pixel_cap_setting_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("FERLAB_MAX_PIXELS", "100")
     with pytest.raises(ImageError, match="over the limit of 100 pixels"):
         decode_image(png_bytes(Image.new("L", (20, 20))))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "CMYK"])
+def test_gray_decoding_of_a_jpeg_matches_the_colour_decode_turned_gray(mode):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(cv2.GaussianBlur(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8), (0, 0), 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated for display: the gray path honours it too
+    data = jpeg_bytes(colour.convert(mode), exif=exif, quality=95)
+    fast = as_rgb_array(data, gray=True)
+    full = as_rgb_array(data)
+    assert fast.shape[:2] == full.shape[:2] == (120, 90)
+    if mode == "RGB":
+        assert fast.ndim == 2  # the luma alone was decoded
+    reference = cv2.cvtColor(full, cv2.COLOR_RGB2GRAY)
+    fast = fast if fast.ndim == 2 else cv2.cvtColor(fast, cv2.COLOR_RGB2GRAY)
+    assert np.abs(fast.astype(int) - reference).max() <= 3

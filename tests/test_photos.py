@@ -46,7 +46,12 @@ def test_inputs_as_numpy_pil_and_path_agree(model_dir):
     a = rec.detect_emotions(SAMPLE_PHOTO)
     b = rec.detect_emotions(image)
     c = rec.detect_emotions(np.asarray(image))
-    assert a == b == c
+    assert b == c
+    # A JPEG path decodes its stored luma; the array's gray is re-computed from decoded RGB,
+    # a level or two apart: the same faces, probabilities within a fraction of a percent.
+    assert [(f["box"], f["emotion"]) for f in a] == [(f["box"], f["emotion"]) for f in b]
+    for fa, fb in zip(a, b):
+        assert max(abs(fa["probabilities"][k] - fb["probabilities"][k]) for k in fa["probabilities"]) < 0.01
 
 
 def test_exif_orientation_is_honoured(model_dir, tmp_path):
@@ -242,3 +247,62 @@ def test_shrunk_detection_pass_finds_the_full_resolution_faces():
     assert iou_matrix([full[0].to_list()], [shrunk[0].to_list()])[0, 0] > 0.7
     with pytest.raises(ValueError, match="min face size"):
         FaceDetector(min_size=0)
+
+
+def test_two_pass_detection_finds_the_one_pass_faces_and_no_face_where_there_is_none():
+    import cv2
+
+    from ferlab.faces import FaceDetector, to_gray
+    from ferlab.preprocess import as_rgb_array
+    from ferlab.shipped import SAMPLE_PHOTO
+    from ferlab.tracking import iou_matrix
+
+    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))
+    two, one = FaceDetector(), FaceDetector(two_pass=False)
+    assert two.two_pass
+    for size in ((256, 256), (512, 512), (640, 480), (1600, 1200)):
+        image = cv2.resize(gray, size)
+        fine, quick = one.detect(image), two.detect(image)
+        assert len(fine) == len(quick) == 1, size
+        assert iou_matrix([fine[0].to_list()], [quick[0].to_list()])[0, 0] > 0.7, size
+    noface = gray.copy()
+    noface[50:190, 150:300] = 128  # her face painted out: helmet, flag and suit remain
+    for k in range(6):
+        image = cv2.resize(np.roll(noface, 40 * k, axis=k % 2), ((256, 256), (640, 480))[k % 2])
+        assert two.detect(image) == [], k
+
+
+def test_a_hint_is_confirmed_by_the_fine_scan_not_trusted():
+    import cv2
+
+    from ferlab.faces import FaceDetector, to_gray
+    from ferlab.preprocess import as_rgb_array
+    from ferlab.shipped import SAMPLE_PHOTO
+    from ferlab.tracking import iou_matrix
+
+    gray = cv2.resize(to_gray(as_rgb_array(SAMPLE_PHOTO)), (640, 480))
+    detector = FaceDetector()
+    (face,) = detector.detect(gray)
+    hinted = detector.detect(gray, hints=[face.to_list()])
+    assert len(hinted) == 1 and iou_matrix([face.to_list()], [hinted[0].to_list()])[0, 0] > 0.8
+    assert detector.detect(gray, hints=[[20, 300, 120, 120], [600, 440, 80, 80]]) == [face]  # no face there
+    scan = detector._scan  # a frame where the coarse pass finds nothing: the hint alone keeps the face
+    detector._scan = lambda image, side, *a, **k: [] if k.get("min_neighbors") == 0 else scan(image, side, *a, **k)
+    assert detector.detect(gray) == []
+    (kept,) = detector.detect(gray, hints=[[face.x + 6, face.y - 4, face.w, face.h]])  # where it was
+    assert iou_matrix([face.to_list()], [kept.to_list()])[0, 0] > 0.8
+
+
+def test_a_face_cut_by_the_top_edge_is_found_and_its_box_clipped_to_the_image():
+    from ferlab.faces import FaceDetector, to_gray
+    from ferlab.preprocess import as_rgb_array
+    from ferlab.shipped import SAMPLE_PHOTO
+
+    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))  # her face spans rows ~65-165
+    cut = gray[85:]  # its top fifth is out of the picture
+    (face,) = FaceDetector().detect(cut)
+    assert face.y == 0 and 60 < face.h < face.w and 160 < face.x < 190
+    assert FaceDetector(edge_pad=0).detect(cut) == []  # what the padding buys
+    assert FaceDetector().detect(gray[140:]) == []  # most of the face gone: no box
+    with pytest.raises(ValueError, match="edge padding"):
+        FaceDetector(edge_pad=0.9)

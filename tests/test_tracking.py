@@ -54,3 +54,11 @@ def test_many_random_faces_never_share_an_id_within_a_frame():
         boxes = [[int(x), int(y), 30, 30] for x, y in rng.integers(0, 300, (rng.integers(0, 6), 2))]
         ids = tracker.update(boxes, frame)
         assert len(set(ids)) == len(ids) == len(boxes) and all(i >= 1 for i in ids)
+
+
+def test_live_tracks_are_those_seen_within_max_age():
+    tracker = IouTracker(max_age=2)
+    tracker.update([[0, 0, 10, 10], [50, 50, 10, 10]], 0)
+    tracker.update([[1, 0, 10, 10]], 1)
+    assert [t.id for t in tracker.live(2)] == [1, 2]
+    assert [t.id for t in tracker.live(3)] == [1]

@@ -111,9 +111,11 @@ class OnnxClassifier(_Calibrated):
         if not self.path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX model file")
         options = ort.SessionOptions()
-        if threads:  # several server workers share the cores: each gets its part, none spins
+        if threads:  # several server workers share the cores: each gets its part
             options.intra_op_num_threads = threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT's idle threads spin for a while after each run by default, holding cores the
+        # face detector (OpenCV's own threads) needs next: a photo at a time was slower.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for unreadable models

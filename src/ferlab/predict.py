@@ -105,7 +105,8 @@ def predict_files(
                     annotate_out=annotated, progress=progress,
                     timeline_out=video_dir / outputs.name(path, "_timeline.png")))
                 continue
-            rgb = as_rgb_array(path)
+            # Colour only where a picture is written (annotated copy, heatmaps over the photo).
+            rgb = as_rgb_array(path, gray=annotate_dir is None and explain_dir is None)
             if explain_dir is None:
                 faces = recognizer.detect_emotions(rgb)
             else:

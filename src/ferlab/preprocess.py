@@ -63,9 +63,11 @@ def max_pixels_setting() -> int:
     return int(text)
 
 
-def decode_image(source: str | Path | bytes, max_pixels: int | None = None) -> Image.Image:
+def decode_image(source: str | Path | bytes, max_pixels: int | None = None,
+                 gray: bool = False) -> Image.Image:
     """Open an image file or in-memory bytes (an upload), honour its EXIF orientation,
-    and decode it fully now.
+    and decode it fully now. `gray`: the caller needs gray only, so a JPEG decodes its
+    luma alone (libjpeg skips the colour conversion: 640x480 in ~1.9 ms instead of 6.7).
 
     The one image decoder: ingest, prediction and the server all come through here.
     The size is checked from the header, before any pixel is decoded: a JPEG over
@@ -78,9 +80,13 @@ def decode_image(source: str | Path | bytes, max_pixels: int | None = None) -> I
     try:
         with Image.open(raw) as im:
             w, h = im.size
+            # Not CMYK: its luma is not one stored channel.
+            mode = "L" if gray and im.mode in ("RGB", "L") else im.mode
             if w * h > limit and im.format == "JPEG":
                 scale = math.ceil(math.sqrt(w * h / limit))
-                im.draft(im.mode, (w // scale, h // scale))  # decodes at 1/2, 1/4 or 1/8 scale
+                im.draft(mode, (w // scale, h // scale))  # decodes at 1/2, 1/4 or 1/8 scale
+            elif mode != im.mode and im.format == "JPEG":
+                im.draft(mode, (w, h))
             if im.size[0] * im.size[1] > limit:
                 raise ImageError(f"image of {w}x{h} pixels is over the limit of {limit:,} pixels "
                                  "(FERLAB_MAX_PIXELS)")
@@ -103,13 +109,14 @@ def to_uint8_image(image: Image.Image) -> Image.Image:
     return Image.fromarray(float_to_uint8(np.asarray(image), full), "L")
 
 
-def as_rgb_array(image: Any, max_pixels: int | None = None) -> np.ndarray:
+def as_rgb_array(image: Any, max_pixels: int | None = None, gray: bool = False) -> np.ndarray:
     """A path, bytes, PIL image or numpy array -> uint8 RGB (or gray for gray sources) array.
 
     Palette, alpha (over white), CMYK, 16-bit and EXIF-rotated images all arrive as
-    what a viewer shows."""
+    what a viewer shows. `gray=True` (detection and classification need no colour): a
+    JPEG file or upload may come back gray, decoded faster (see decode_image)."""
     if isinstance(image, (str, Path, bytes, bytearray)):
-        image = decode_image(image, max_pixels)
+        image = decode_image(image, max_pixels, gray=gray)
     if isinstance(image, Image.Image):
         image = to_uint8_image(image)
         if image.mode in ("RGBA", "LA", "PA", "P") or "transparency" in image.info:

@@ -105,18 +105,20 @@ class EmotionRecognizer:
             for b, p in zip(boxes, probs)
         ]
 
-    def _locate(self, image: Any) -> tuple[np.ndarray, list[FaceBox], list[FaceBox]]:
+    def _locate(self, image: Any, hints: Sequence[Sequence[int]] = ()
+                ) -> tuple[np.ndarray, list[FaceBox], list[FaceBox]]:
         """(gray image, face boxes largest first, the region cropped for each)."""
-        gray = to_gray(as_rgb_array(image))
+        gray = to_gray(as_rgb_array(image, gray=True))  # a JPEG: its luma only, no colour decoded
         if not self.detect:
             whole = FaceBox(0, 0, gray.shape[1], gray.shape[0])
             return gray, [whole], [whole]
-        boxes = self.detector.detect(gray)
+        boxes = self.detector.detect(gray, hints)
         return gray, boxes, [crop_bounds(gray.shape, b, self.margin) for b in boxes]
 
-    def detect_emotions(self, image: Any) -> list[dict[str, Any]]:
-        """All faces in one image, largest first: box [x, y, w, h], emotion, probabilities."""
-        gray, boxes, bounds = self._locate(image)
+    def detect_emotions(self, image: Any, hints: Sequence[Sequence[int]] = ()) -> list[dict[str, Any]]:
+        """All faces in one image, largest first: box [x, y, w, h], emotion, probabilities.
+        `hints`: boxes where faces were in the previous frame (FaceDetector.detect)."""
+        gray, boxes, bounds = self._locate(image, hints)
         return self._faces(boxes, [gray[b.y : b.y + b.h, b.x : b.x + b.w] for b in bounds])
 
     def explain(self, image: Any, classes: Sequence[str] | None = None,

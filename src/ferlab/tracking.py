@@ -9,7 +9,7 @@ that goes unmatched for more than `max_age` frames ends (a missed detection or t
 does not split a person into two tracks). Ids are 1, 2, 3, ... in order of first
 appearance and are never reused.
 
-Depends on: numpy, scipy.
+Depends on: faces (box IoU), numpy, scipy.
 """
 
 from __future__ import annotations
@@ -17,22 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .faces import iou_matrix  # noqa: F401  (box geometry lives with the detector; tests use it here)
+
 Box = Sequence[int]  # x, y, w, h
-
-
-def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    """(len(a), len(b)) intersection over union of [x, y, w, h] boxes."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    a, b = np.asarray(a, float)[:, None, :], np.asarray(b, float)[None, :, :]
-    lo = np.maximum(a[..., :2], b[..., :2])  # top-left of the intersection, (x, y)
-    hi = np.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 @dataclass
@@ -53,9 +42,13 @@ class IouTracker:
         self.tracks: list[Track] = []
         self.next_id = 1
 
+    def live(self, frame: int) -> list[Track]:
+        """The tracks still open at `frame`: seen within the last `max_age` frames."""
+        return [t for t in self.tracks if frame - t.last_frame <= self.max_age]
+
     def update(self, boxes: Sequence[Box], frame: int) -> list[int]:
         """The track id of each box detected in `frame` (frames in increasing order)."""
-        self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_age]
+        self.tracks = self.live(frame)
         ids = [0] * len(boxes)
         iou = iou_matrix([t.box for t in self.tracks], boxes)
         if iou.size:
