@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from inference import rate  # noqa: E402  (the median of timed rounds, as the other benchmarks)
+from inference import cpu_name, rate  # noqa: E402  (timed rounds' median, as the other benchmarks)
 from serve_load import free_port, run  # noqa: E402  (the load test's client)
 
 from ferlab.classifier import load_classifier  # noqa: E402
@@ -283,13 +282,8 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
     fer = Fer(args.fer_python)
-    info = Path("/proc/cpuinfo")
-    names = [x.split(":", 1)[1].strip() for x in info.read_text().splitlines()
-             if x.startswith("model name")] if info.exists() else []
-    import os
-
     where = f"peers at {args.fer_python}" if not fer.why else fer.why
-    print(f"CPU: {names[0] if names else platform.processor()}, {os.cpu_count()} cores; fer: {where}")
+    print(f"CPU: {cpu_name()}; fer: {where}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = make_photos(folder)

@@ -33,6 +33,17 @@ FER_PUBLISHED = 2200  # crops/s of the fer package's Keras model on this machine
 ROUNDS = 3  # each figure is the median of this many timed rounds (set by --rounds)
 
 
+def cpu_name() -> str:
+    """The CPU model, for the line every benchmark prints above its table."""
+    import os
+    import platform
+
+    info = Path("/proc/cpuinfo")
+    names = [x.split(":", 1)[1].strip() for x in info.read_text().splitlines()
+             if x.startswith("model name")] if info.exists() else []
+    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores"
+
+
 def rate(fn, n_items: int, min_seconds: float = 3.0) -> float:
     """Items per second: the median of ROUNDS rounds of at least min_seconds each."""
     fn()  # warm-up

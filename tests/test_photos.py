@@ -287,7 +287,8 @@ def test_a_hint_is_confirmed_by_the_fine_scan_not_trusted():
     assert len(hinted) == 1 and iou_matrix([face.to_list()], [hinted[0].to_list()])[0, 0] > 0.8
     assert detector.detect(gray, hints=[[20, 300, 120, 120], [600, 440, 80, 80]]) == [face]  # no face there
     scan = detector._scan  # a frame where the coarse pass finds nothing: the hint alone keeps the face
-    detector._scan = lambda image, side, *a, **k: [] if k.get("min_neighbors") == 0 else scan(image, side, *a, **k)
+    detector._scan = lambda image, side, *a, **k: (
+        [] if k.get("min_neighbors") == 0 else scan(image, side, *a, **k))
     assert detector.detect(gray) == []
     (kept,) = detector.detect(gray, hints=[[face.x + 6, face.y - 4, face.w, face.h]])  # where it was
     assert iou_matrix([face.to_list()], [kept.to_list()])[0, 0] > 0.8

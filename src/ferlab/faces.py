@@ -61,15 +61,17 @@ class FaceDetector:
 
     `min_size` is the smallest face sought, as a share of the image's shorter side: the
     cascade scans every position at every scale from that size up, so the cost falls
-    with the square of it (640x480, two cores: ~20 ms at 0.15, ~40 ms at 0.1, ~10 ms at
+    with the square of it (one pass over 640x480 on one core: ~30 ms at 0.15, ~13 ms at
     0.2). Big images are first shrunk until that face is SCAN_PX, which bounds the cost
     without thinning the scan. Scales 1.2 apart and two neighbouring hits found as
     many faces as OpenCV's usual 1.1 and 3-5 hits in about half the time
     (benchmarks/everyday.py --data, "detector" table).
 
     By default a coarse pass proposes faces and a fine scan of each proposal's
-    neighbourhood confirms it (`two_pass`, see COARSE_PX): the fine scan's boxes, about
-    half the time of scanning the whole image finely. `two_pass=False` scans it all.
+    neighbourhood confirms it (`two_pass`, see COARSE_PX): the fine scan's boxes in
+    about half the time of one fine pass over the whole image (`two_pass=False`).
+    The image is scanned inside a border of repeated edge pixels (`edge_pad`), so that
+    faces cut by the frame are found too.
 
     OpenCV's cascade is not safe to run from two threads at once (the server classifies
     two photos at a time): each thread gets its own copy.
