@@ -96,12 +96,12 @@ class FaceDetector:
                              f"got {min_size}")
         if not scale_factor > 1:
             raise ValueError(f"detector scale factor must be > 1, got {scale_factor}")
+        if not 0 <= edge_pad <= 0.5:
+            raise ValueError(f"edge padding must be a share of the shorter side in [0, 0.5], got {edge_pad}")
         self._path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / DEFAULT_CASCADE
         self._local = threading.local()
         _ = self._cascade  # loaded now: a bad cascade file fails here, not at the first photo
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
-        if not 0 <= edge_pad <= 0.5:
-            raise ValueError(f"edge padding must be a share of the shorter side in [0, 0.5], got {edge_pad}")
         self.two_pass, self.edge_pad = two_pass, edge_pad
 
     @property
