@@ -37,7 +37,10 @@ def main() -> None:
     print(f"CPU: {cpu_name()}; {args.split}, {len(part.labels)} faces")
     probs, names = [], []
     for ref in args.models:
-        clf = load_classifier(ref)
+        try:
+            clf = load_classifier(ref)
+        except (OSError, ValueError) as e:  # ferlab's loader names the file and the reason
+            raise SystemExit(f"error: {e}") from None
         start = time.perf_counter()
         probs.append(clf.predict_proba(part.images, clf.tta))
         names.append(str(ref))

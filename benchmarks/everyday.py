@@ -163,6 +163,15 @@ def video_table(folder: Path, fer: Fer) -> None:
         print(f"fer: skipped, {fer.why}")
 
 
+def decode_table(photo: Path, seconds: float) -> None:
+    """ms to decode the 640x480 JPEG upload: in colour, and its luma only (what serve does)."""
+    jpeg = cv2.imencode(".jpg", cv2.imread(str(photo)), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    print(f"\ndecoding the 640x480 JPEG ({len(jpeg) // 1024} KB), ms per image\n"
+          f"{'colour (annotated output)':<42}{1000 / rate(lambda: as_rgb_array(jpeg), 1, seconds):>8.2f}\n"
+          f"{'luma only (serve, predict without pictures)':<42}"
+          f"{1000 / rate(lambda: as_rgb_array(jpeg, gray=True), 1, seconds):>8.2f}")
+
+
 def serve_table(photo: Path, seconds: float, workers: tuple[int, ...] = (1, 2)) -> None:
     import httpx
 
@@ -270,8 +279,8 @@ def detector_table(data: str, n: int = 300) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="photos,crops,video,serve,startup,accuracy,detector",
-                    help="comma-separated tables: photos, crops, video, serve, startup, and with "
+    ap.add_argument("--only", default="photos,crops,video,decode,serve,startup,accuracy,detector",
+                    help="comma-separated tables: photos, crops, video, decode, serve, startup, and with "
                          "--data accuracy, detector")
     ap.add_argument("--fer-python", type=Path, default=Path("peers/bin/python"))
     ap.add_argument("--seconds", type=float, default=2.0, help="length of one timed round")
@@ -293,6 +302,8 @@ def main() -> None:
             crops_table(fer, args.seconds, args.extra_model)
         if "video" in only:
             video_table(folder, fer)
+        if "decode" in only:
+            decode_table(paths[-1], args.seconds)
         if "serve" in only:
             serve_table(paths[-1], args.serve_seconds)
         if "startup" in only:

@@ -292,6 +292,9 @@ def test_a_hint_is_confirmed_by_the_fine_scan_not_trusted():
     assert detector.detect(gray) == []
     (kept,) = detector.detect(gray, hints=[[face.x + 6, face.y - 4, face.w, face.h]])  # where it was
     assert iou_matrix([face.to_list()], [kept.to_list()])[0, 0] > 0.8
+    for bad in ([1, 2, 3], [0, 0, -5, 10], "face"):
+        with pytest.raises(ValueError, match="face hint"):
+            detector.detect(gray, hints=[bad])
 
 
 def test_a_face_cut_by_the_top_edge_is_found_and_its_box_clipped_to_the_image():

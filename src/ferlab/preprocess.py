@@ -67,7 +67,8 @@ def decode_image(source: str | Path | bytes, max_pixels: int | None = None,
                  gray: bool = False) -> Image.Image:
     """Open an image file or in-memory bytes (an upload), honour its EXIF orientation,
     and decode it fully now. `gray`: the caller needs gray only, so a JPEG decodes its
-    luma alone (libjpeg skips the colour conversion: 640x480 in ~1.9 ms instead of 6.7).
+    luma alone (libjpeg skips the colour conversion: 640x480 in ~2 ms instead of ~5.5,
+    benchmarks/everyday.py --only decode).
 
     The one image decoder: ingest, prediction and the server all come through here.
     The size is checked from the header, before any pixel is decoded: a JPEG over

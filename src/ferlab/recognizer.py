@@ -112,7 +112,8 @@ class EmotionRecognizer:
         if not self.detect:
             whole = FaceBox(0, 0, gray.shape[1], gray.shape[0])
             return gray, [whole], [whole]
-        boxes = self.detector.detect(gray, hints)
+        # Hints only when there are some: a detector of the user's own may take the image alone.
+        boxes = self.detector.detect(gray, hints) if hints else self.detector.detect(gray)
         return gray, boxes, [crop_bounds(gray.shape, b, self.margin) for b in boxes]
 
     def detect_emotions(self, image: Any, hints: Sequence[Sequence[int]] = ()) -> list[dict[str, Any]]:

@@ -147,7 +147,7 @@ def create_app(
                 raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
             try:
                 # Gray is all detection, classification and heatmaps use: a JPEG decodes its
-                # luma only, a quarter of the decode time.
+                # luma only, about a third of the decode time.
                 rgb = await run_in_threadpool(as_rgb_array, data, None, True)
             except ImageError as e:  # ours: names the size and the limit, nothing internal
                 raise HTTPException(400, f"{_name(file)}: {e}") from e

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from scipy.optimize import linear_sum_assignment
 
-from .faces import iou_matrix  # noqa: F401  (box geometry lives with the detector; tests use it here)
+from .faces import iou_matrix  # box geometry lives with the detector
 
 Box = Sequence[int]  # x, y, w, h
 
