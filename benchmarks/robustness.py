@@ -2,6 +2,7 @@
 and degraded (blur, JPEG, low resolution, noise, dim light, low contrast), side by side.
 
     python benchmarks/robustness.py --data fer.npz bundled runs/robust/best.pt --tta flip
+    python benchmarks/robustness.py --data fer.npz bundled ensemble --tta own   # each model's own TTA
 
 Each degradation is applied at one fixed strength to every face (the same faces for
 every model), with augment.py's own functions, then the faces are re-quantised to uint8
@@ -49,7 +50,9 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--data", required=True)
     ap.add_argument("--split", default="PublicTest")
-    ap.add_argument("--tta", default="flip")
+    ap.add_argument("--tta", default="flip",
+                    help="none | flip | tencrop, or own: each model's default (an ensemble's members "
+                         "carry theirs inside)")
     args = ap.parse_args()
     data, _ = load_dataset(args.data)
     part = data.split(args.split).labeled()
@@ -59,7 +62,8 @@ def main() -> None:
     print("|---|" + "---|" * len(args.models))
     for kind in KINDS:
         faces = degrade(part.images, kind)
-        accs = [(c.predict_proba(faces, args.tta).argmax(1) == part.labels).mean() for c in classifiers]
+        tta = None if args.tta == "own" else args.tta
+        accs = [(c.predict_proba(faces, tta).argmax(1) == part.labels).mean() for c in classifiers]
         print(f"| {kind} | " + " | ".join(f"{a:.2%}" for a in accs) + " |", flush=True)
 
 

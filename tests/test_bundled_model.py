@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 from ferlab.cli import app
 from ferlab.recognizer import EmotionRecognizer
-from ferlab.shipped import BUNDLED_FAST, BUNDLED_FAST_INT8, BUNDLED_MODEL, SAMPLE_PHOTO
+from ferlab.shipped import (
+    BUNDLED_ENSEMBLE,
+    BUNDLED_ENSEMBLE_INT8,
+    BUNDLED_FAST,
+    BUNDLED_FAST_INT8,
+    BUNDLED_MODEL,
+    SAMPLE_PHOTO,
+)
 
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason=f"no bundled model at {BUNDLED_MODEL}")
@@ -49,7 +56,20 @@ def test_fast_models_by_name():
     assert json.loads(result.output)["photos"][0]["faces"][0]["emotion"] == "happy"
 
 
-@pytest.mark.parametrize("model, margin", [(None, 0.01), ("fast", 0.0), ("fast-int8", 0.0)])
+def test_shipped_ensemble_holds_the_bundled_net_and_its_robust_twin():
+    from ferlab.classifier import load_classifier
+
+    assert BUNDLED_ENSEMBLE.stat().st_size <= 20 * 1024 * 1024  # the size bound
+    assert BUNDLED_ENSEMBLE_INT8.stat().st_size <= 20 * 1024 * 1024
+    ens = load_classifier("ensemble")
+    assert [m.tta for m in ens.model.members] == ["tencrop", "tencrop"]
+    assert ens.class_names == load_classifier("bundled").class_names
+    faces = EmotionRecognizer("ensemble-int8").detect_emotions(SAMPLE_PHOTO)
+    assert len(faces) == 1 and faces[0]["emotion"] == "happy"
+
+
+@pytest.mark.parametrize("model, margin", [(None, 0.01), ("bundled", 0.01), ("fast", 0.0),
+                                           ("fast-int8", 0.0), ("ensemble-int8", 0.01)])
 def test_bundled_models_beat_fer_package_on_publictest(tmp_path, model, margin):
     data = real_zip_or_skip()
     result = runner.invoke(app, ["evaluate", *([model] if model else []), "--data", str(data),

@@ -216,19 +216,20 @@ def test_default_prediction_runs_the_int8_export_without_importing_torch():
             "r.can_explain)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     out = run.stdout.split()
-    assert out == ["ferlab-fer2013-int8.onnx", "1", "happy", "False", "True"]
+    assert out == ["ferlab-fer2013-ensemble-int8.onnx", "1", "happy", "False", "True"]
 
 
 def test_int8_default_explains_through_its_pytorch_twin():
     from ferlab.recognizer import EmotionRecognizer
-    from ferlab.shipped import BUNDLED_MODEL, SAMPLE_PHOTO
+    from ferlab.shipped import BUNDLED_ENSEMBLE, BUNDLED_MODEL, SAMPLE_PHOTO
 
     rec = EmotionRecognizer()
     faces = rec.explain(SAMPLE_PHOTO)
-    assert rec.saliency_classifier.path == BUNDLED_MODEL
+    assert rec.saliency_classifier.path == BUNDLED_ENSEMBLE  # each member's map, summed
     assert len(faces) == 1 and faces[0]["saliency"]["happy"].shape == (48, 48)
     # A device or exact precision named: the PyTorch checkpoint itself.
-    assert EmotionRecognizer(precision="fp32").classifier.path == BUNDLED_MODEL
+    assert EmotionRecognizer(precision="fp32").classifier.path == BUNDLED_ENSEMBLE
+    assert EmotionRecognizer("bundled-int8").saliency_classifier.path == BUNDLED_MODEL
 
 
 def test_shrunk_detection_pass_finds_the_full_resolution_faces():

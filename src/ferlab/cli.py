@@ -199,7 +199,7 @@ def sweep(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or bundled / fast / fast-int8 / ferplus")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or a shipped name (bundled, fast, ensemble, ferplus, ...)")] = None,
     data: Annotated[str, typer.Option("--data", help="a cache or any raw source")] = "",
     split: Annotated[str, typer.Option(help="split to score (auto: PrivateTest, else PublicTest, else test)")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,

@@ -1,6 +1,7 @@
 """The models that ship inside the package, and the names that stand for them.
 
-`bundled`, `bundled-int8`, `fast`, `fast-int8` and `ferplus` work wherever a model is accepted (a checkpoint
+`bundled`, `bundled-int8`, `fast`, `fast-int8`, `ensemble`, `ensemble-int8` and `ferplus` work wherever
+a model is accepted (a checkpoint
 path, run folder or .onnx file): `ferlab predict fast-int8 photo.jpg`,
 `EmotionRecognizer("fast")`, `train.teacher: bundled`. A real file or folder of
 the same name wins, so a user's own `bundled/` run folder is never shadowed.
@@ -23,9 +24,15 @@ BUNDLED_FERPLUS = WEIGHTS / "ferlab-ferplus.pt"
 # what prediction runs by default on a CPU (as accurate on validation, several times faster
 # for one face, and no PyTorch import). Saliency maps come from its PyTorch twin.
 BUNDLED_INT8 = WEIGHTS / "ferlab-fer2013-int8.onnx"
+# The bundled model averaged with its robust twin (same net trained on blurred, compressed,
+# noisy, dim, low-resolution faces): as accurate on FER2013, far steadier on worse photos.
+BUNDLED_ENSEMBLE = WEIGHTS / "ferlab-fer2013-ensemble.pt"
+BUNDLED_ENSEMBLE_INT8 = WEIGHTS / "ferlab-fer2013-ensemble-int8.onnx"
 BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "bundled-int8": BUNDLED_INT8, "fast": BUNDLED_FAST,
-                 "fast-int8": BUNDLED_FAST_INT8, "ferplus": BUNDLED_FERPLUS}
-TWINS = {BUNDLED_INT8.name: BUNDLED_MODEL}  # a shipped export -> the checkpoint it was made from
+                 "fast-int8": BUNDLED_FAST_INT8, "ensemble": BUNDLED_ENSEMBLE,
+                 "ensemble-int8": BUNDLED_ENSEMBLE_INT8, "ferplus": BUNDLED_FERPLUS}
+# a shipped export -> the checkpoint it was made from
+TWINS = {BUNDLED_INT8.name: BUNDLED_MODEL, BUNDLED_ENSEMBLE_INT8.name: BUNDLED_ENSEMBLE}
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
 
 
@@ -34,18 +41,24 @@ class ShippedModelMissing(FileNotFoundError):
 
 
 def default_model_path() -> Path:
-    if not BUNDLED_MODEL.exists():
-        raise ShippedModelMissing(
-            f"no bundled model in this install ({BUNDLED_MODEL.name}); pass a checkpoint or run folder"
-        )
-    return BUNDLED_MODEL
+    """The PyTorch model used when none is named (evaluate, export, calibrate, a GPU): the
+    ensemble where this install has it, else the bundled net."""
+    for path in (BUNDLED_ENSEMBLE, BUNDLED_MODEL):
+        if path.exists():
+            return path
+    raise ShippedModelMissing(
+        f"no bundled model in this install ({BUNDLED_MODEL.name}); pass a checkpoint or run folder"
+    )
 
 
 def default_predict_path(device: str = "auto", precision: str = "auto") -> Path:
-    """The model prediction uses when none is named: the int8 export on the default
-    device and precision, else (a GPU or exact fp32 asked for) the PyTorch checkpoint."""
-    if device == "auto" and precision == "auto" and BUNDLED_INT8.exists():
-        return BUNDLED_INT8
+    """The model prediction uses when none is named: an int8 export on the default device
+    and precision (the ensemble's, else the bundled net's), else (a GPU or exact fp32 asked
+    for) the PyTorch checkpoint."""
+    if device == "auto" and precision == "auto":
+        for path in (BUNDLED_ENSEMBLE_INT8, BUNDLED_INT8):
+            if path.exists():
+                return path
     return default_model_path()
 
 
