@@ -376,7 +376,7 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
 
 @app.command()
 def export(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder (default: the bundled model)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder (default: the shipped ensemble)")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="model.onnx, or model.pt for a slim checkpoint")] = Path("model.onnx"),
     tta: Annotated[Optional[str], typer.Option(help="default test-time augmentation stored with the model: none | flip | tencrop")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="quantize the ONNX model to int8 (needs --calibration-data)")] = False,
@@ -414,7 +414,7 @@ def ensemble(
 
 @app.command()
 def serve(
-    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: bundled-int8 (default on CPU), bundled, fast, fast-int8, ferplus")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: ensemble-int8 (default on CPU), ensemble, bundled-int8, bundled, fast, fast-int8, ferplus")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
@@ -446,7 +446,7 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="annotated copy of the photo")] = Path("demo_annotated.jpg"),
-    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: bundled-int8 (default on CPU), bundled, fast, fast-int8, ferplus")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: ensemble-int8 (default on CPU), ensemble, bundled-int8, bundled, fast, fast-int8, ferplus")] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
     from .predict import run_demo
