@@ -30,7 +30,8 @@ def split(cache: str, prefix: str, parts: int) -> None:
         part = {key: v if key in META else v[k::parts] for key, v in data.items()}
         part["part"] = np.array([k, parts])
         path = f"{prefix}.part{k}.npz"
-        np.savez_compressed(path, **part)
+        np.savez_compressed(f"{path}.tmp.npz", **part)  # whole or absent: temp file, then rename
+        Path(f"{path}.tmp.npz").replace(path)
         print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB, {len(part['labels'])} images)")
 
 
