@@ -2,7 +2,7 @@
 
 The lent GPU machine takes at most 64 MiB of files per call, and the FER2013 cache is
 71 MB, so it travels in two calls (ignored files carried by one call stay on the warm
-machine for the next):
+machine for the next; `.device/` is git-ignored, so a call carries only the part it names):
 
     python scripts/cache_parts.py split /work/cache/fer.npz .device/fer 2
     # call 1 carries .device/fer.part0.npz; call 2 carries .device/fer.part1.npz and runs

@@ -275,7 +275,7 @@ def _recognizer(model, **kwargs):
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx|bundled|fast|fast-int8|ferplus] then photos, folders, globs or videos")],
+    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx|ensemble|bundled|fast|fast-int8|ferplus|...] then photos, folders, globs or videos")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, one row per face")] = False,
     no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
@@ -299,7 +299,7 @@ def predict(
 
 @app.command()
 def explain(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|bundled|fast|ferplus|run folder] then photos, folders or globs")],
+    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|ensemble|bundled|fast|ferplus|run folder] then photos, folders or globs")],
     out: Annotated[Path, typer.Option("-o", "--out", help="folder for the heatmap PNGs")] = Path("explain"),
     classes: Annotated[Optional[list[str]], typer.Option("--class", help="explain this class instead of the predicted one (repeatable)")] = None,
     method: Annotated[str, typer.Option(help="gradcam | integrated-gradients")] = "gradcam",

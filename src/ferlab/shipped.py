@@ -21,11 +21,12 @@ BUNDLED_FAST_INT8 = WEIGHTS / "ferlab-fer2013-fast-int8.onnx"
 # Trained on the FER+ crowd votes: FER+'s 8 classes (contempt too), FER+ class names.
 BUNDLED_FERPLUS = WEIGHTS / "ferlab-ferplus.pt"
 # The bundled model quantized to int8 (ONNX Runtime), ten-crop TTA and its own temperature:
-# what prediction runs by default on a CPU (as accurate on validation, several times faster
-# for one face, and no PyTorch import). Saliency maps come from its PyTorch twin.
+# the default on a CPU before the ensemble below (as accurate on validation, several times
+# faster for one face, and no PyTorch import). Saliency maps come from its PyTorch twin.
 BUNDLED_INT8 = WEIGHTS / "ferlab-fer2013-int8.onnx"
 # The bundled model averaged with its robust twin (same net trained on blurred, compressed,
 # noisy, dim, low-resolution faces): as accurate on FER2013, far steadier on worse photos.
+# Its int8 export is what prediction runs by default on a CPU (no PyTorch import).
 BUNDLED_ENSEMBLE = WEIGHTS / "ferlab-fer2013-ensemble.pt"
 BUNDLED_ENSEMBLE_INT8 = WEIGHTS / "ferlab-fer2013-ensemble-int8.onnx"
 BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "bundled-int8": BUNDLED_INT8, "fast": BUNDLED_FAST,
