@@ -111,9 +111,14 @@ def test_same_file_name_in_two_folders_gives_two_annotated_copies(model_dir, tmp
     assert reds[0] > 150 > reds[1]  # each copy shows its own photo (a's red, then b's blue)
 
 
-def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path):
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path, detector):
     import cv2
 
+    from ferlab.detection.yunet import unavailable_reason
+
+    if detector == "yunet" and unavailable_reason():
+        pytest.skip(f"YuNet cannot run here: {unavailable_reason()}")
     frame = cv2.cvtColor(np.asarray(Image.open(SAMPLE_PHOTO).resize((256, 256))), cv2.COLOR_RGB2BGR)
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 256))
@@ -122,7 +127,7 @@ def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path):
     writer.release()
     out = tmp_path / "out"
     result = runner.invoke(app, ["predict", str(model_dir), str(video), "--every", "3",
-                                 "--video-dir", str(out), "--annotate", str(out)])
+                                 "--video-dir", str(out), "--annotate", str(out), "--detector", detector])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "clip_faces.csv").open()))
     assert [int(r["frame"]) for r in rows] == [0, 3, 6, 9]
@@ -230,84 +235,3 @@ def test_int8_default_explains_through_its_pytorch_twin():
     # A device or exact precision named: the PyTorch checkpoint itself.
     assert EmotionRecognizer(precision="fp32").classifier.path == BUNDLED_ENSEMBLE
     assert EmotionRecognizer("bundled-int8").saliency_classifier.path == BUNDLED_MODEL
-
-
-def test_shrunk_detection_pass_finds_the_full_resolution_faces():
-    import cv2
-
-    from ferlab.faces import FaceDetector, to_gray
-    from ferlab.preprocess import as_rgb_array
-    from ferlab.shipped import SAMPLE_PHOTO
-    from ferlab.tracking import iou_matrix
-
-    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))
-    big = cv2.resize(gray, (1280, 1280))
-    full = FaceDetector(min_size=24 / 1280).detect(big)  # no shrinking: 24 px faces and up
-    shrunk = FaceDetector(min_size=0.1).detect(big)  # runs on a 240 px copy
-    assert len(full) >= 1 and len(shrunk) == 1
-    assert iou_matrix([full[0].to_list()], [shrunk[0].to_list()])[0, 0] > 0.7
-    with pytest.raises(ValueError, match="min face size"):
-        FaceDetector(min_size=0)
-
-
-def test_two_pass_detection_finds_the_one_pass_faces_and_no_face_where_there_is_none():
-    import cv2
-
-    from ferlab.faces import FaceDetector, to_gray
-    from ferlab.preprocess import as_rgb_array
-    from ferlab.shipped import SAMPLE_PHOTO
-    from ferlab.tracking import iou_matrix
-
-    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))
-    two, one = FaceDetector(), FaceDetector(two_pass=False)
-    assert two.two_pass
-    for size in ((256, 256), (512, 512), (640, 480), (1600, 1200)):
-        image = cv2.resize(gray, size)
-        fine, quick = one.detect(image), two.detect(image)
-        assert len(fine) == len(quick) == 1, size
-        assert iou_matrix([fine[0].to_list()], [quick[0].to_list()])[0, 0] > 0.7, size
-    noface = gray.copy()
-    noface[50:190, 150:300] = 128  # her face painted out: helmet, flag and suit remain
-    for k in range(6):
-        image = cv2.resize(np.roll(noface, 40 * k, axis=k % 2), ((256, 256), (640, 480))[k % 2])
-        assert two.detect(image) == [], k
-
-
-def test_a_hint_is_confirmed_by_the_fine_scan_not_trusted():
-    import cv2
-
-    from ferlab.faces import FaceDetector, to_gray
-    from ferlab.preprocess import as_rgb_array
-    from ferlab.shipped import SAMPLE_PHOTO
-    from ferlab.tracking import iou_matrix
-
-    gray = cv2.resize(to_gray(as_rgb_array(SAMPLE_PHOTO)), (640, 480))
-    detector = FaceDetector()
-    (face,) = detector.detect(gray)
-    hinted = detector.detect(gray, hints=[face.to_list()])
-    assert len(hinted) == 1 and iou_matrix([face.to_list()], [hinted[0].to_list()])[0, 0] > 0.8
-    assert detector.detect(gray, hints=[[20, 300, 120, 120], [600, 440, 80, 80]]) == [face]  # no face there
-    scan = detector._scan  # a frame where the coarse pass finds nothing: the hint alone keeps the face
-    detector._scan = lambda image, side, *a, **k: (
-        [] if k.get("min_neighbors") == 0 else scan(image, side, *a, **k))
-    assert detector.detect(gray) == []
-    (kept,) = detector.detect(gray, hints=[[face.x + 6, face.y - 4, face.w, face.h]])  # where it was
-    assert iou_matrix([face.to_list()], [kept.to_list()])[0, 0] > 0.8
-    for bad in ([1, 2, 3], [0, 0, -5, 10], "face"):
-        with pytest.raises(ValueError, match="face hint"):
-            detector.detect(gray, hints=[bad])
-
-
-def test_a_face_cut_by_the_top_edge_is_found_and_its_box_clipped_to_the_image():
-    from ferlab.faces import FaceDetector, to_gray
-    from ferlab.preprocess import as_rgb_array
-    from ferlab.shipped import SAMPLE_PHOTO
-
-    gray = to_gray(as_rgb_array(SAMPLE_PHOTO))  # her face spans rows ~65-165
-    cut = gray[85:]  # its top fifth is out of the picture
-    (face,) = FaceDetector().detect(cut)
-    assert face.y == 0 and 60 < face.h < face.w and 160 < face.x < 190
-    assert FaceDetector(edge_pad=0).detect(cut) == []  # what the padding buys
-    assert FaceDetector().detect(gray[140:]) == []  # most of the face gone: no box
-    with pytest.raises(ValueError, match="edge padding"):
-        FaceDetector(edge_pad=0.9)

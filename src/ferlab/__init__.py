@@ -21,7 +21,8 @@ A map of the package (each module's header names what it depends on):
     training/                                    train(), train_one_epoch(state, data, epoch), run folders
     evaluation, plots, speedrun                  metrics and reports; the seed's figures; time budgets
     study/                                       tuning studies: spec, engine, report
-    faces, recognizer, predict, video            detection; EmotionRecognizer; photos and videos
+    faces, detection/                            boxes and crops; face detectors (YuNet, Haar)
+    recognizer, predict, video                   EmotionRecognizer; photos and videos
     export, serve, cli                           ONNX (+ int8); the web app; the command line
 """
 

@@ -288,13 +288,15 @@ def predict(
     precision: Annotated[str, typer.Option(help="auto (bf16 where supported) | fp32")] = "auto",
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
     min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15; 0.05 for group photos, several times slower; 0.2 for webcam video, ~2x faster)")] = None,
+    detector: Annotated[str, typer.Option("--detector", help="face detector: auto (YuNet where it runs, else Haar) | yunet | haar")] = "auto",
 ) -> None:
-    """Faces and emotions in photos and videos (OpenCV face detection), or in face crops.
+    """Faces and emotions in photos and videos (YuNet face detection, Haar where YuNet cannot
+    run), or in face crops.
     Videos: each face gets a track id across frames; per-frame rows go to VIDEO_faces.csv and
     each track's emotions over time to VIDEO_timeline.png."""
     _predict(inputs, as_json=as_json, as_csv=as_csv, no_detect=no_detect, annotate=annotate, every=every,
              video_dir=video_dir, tta=tta, device=device, precision=precision, uncalibrated=uncalibrated,
-             explain_dir=explain, min_face=min_face)
+             explain_dir=explain, min_face=min_face, detector=detector)
 
 
 @app.command()
@@ -308,6 +310,7 @@ def explain(
     tta: Annotated[Optional[str], typer.Option(help="TTA of the prediction explained: none | flip | tencrop (default: as trained)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15)")] = None,
+    detector: Annotated[str, typer.Option("--detector", help="face detector: auto (YuNet where it runs, else Haar) | yunet | haar")] = "auto",
 ) -> None:
     """Where the model looked: a saliency heatmap per face (Grad-CAM or integrated gradients,
     via captum) of the predicted class or each --class, over the face crop
@@ -315,13 +318,14 @@ def explain(
     Needs a PyTorch model (ONNX exports carry no gradients)."""
     _predict(inputs, as_json=as_json, as_csv=False, no_detect=no_detect, annotate=None, every=1,
              video_dir=Path("."), tta=tta, device=device, precision="fp32", uncalibrated=False,
-             explain_dir=out, classes=classes, method=method, photos_only=True, min_face=min_face)
+             explain_dir=out, classes=classes, method=method, photos_only=True, min_face=min_face,
+             detector=detector)
 
 
 def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool, annotate: Path | None,
              every: int, video_dir: Path, tta: str | None, device: str, precision: str, uncalibrated: bool,
              explain_dir: Path | None, classes: list[str] | None = None, method: str = "gradcam",
-             photos_only: bool = False, min_face: float | None = None) -> None:
+             photos_only: bool = False, min_face: float | None = None, detector: str = "auto") -> None:
     from .predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
     from .video import VIDEO_EXTENSIONS
 
@@ -331,7 +335,7 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
     if every < 1:
         _fail(f"--every must be >= 1, got {every}")
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta,
-                             calibrated=not uncalibrated, min_face=min_face)
+                             calibrated=not uncalibrated, min_face=min_face, detector=detector)
     if explain_dir is not None:
         from .explain import check_method
 
@@ -424,6 +428,7 @@ def serve(
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="raw scores: ignore the model's confidence temperature")] = False,
     min_face: Annotated[Optional[float], typer.Option("--min-face", help="smallest face sought, as a share of the shorter side (default 0.15)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="server processes, each with its share of the cores (2 on a 2-core machine: ~2x the requests/s)")] = 1,
+    detector: Annotated[str, typer.Option("--detector", help="face detector: auto (YuNet where it runs, else Haar) | yunet | haar")] = "auto",
 ) -> None:
     """REST API (POST /api/predict, GET /api/health, /docs) and a web page at /."""
     from .serve import check_port
@@ -434,7 +439,7 @@ def serve(
     if workers < 1:
         _fail(f"--workers must be >= 1, got {workers}")
     _run(check_port, host, port)  # before the model loads: a bad port is one line, not a traceback
-    options = {"calibrated": not uncalibrated, "min_face": min_face}
+    options = {"calibrated": not uncalibrated, "min_face": min_face, "detector": detector}
     # One thread per image, one image per core at a time: 29 req/s at 10 clients on two cores,
     # against 21 with every image on both cores (benchmarks/everyday.py, serve table).
     recognizer = _recognizer(model, device=device, threads=1, **options)  # fail before the server starts

@@ -4,7 +4,8 @@
     faces = EmotionRecognizer().detect_emotions("photo.jpg")   # path, PIL image or numpy array
     # [{"box": [x, y, w, h], "emotion": "happy", "probabilities": {"angry": 0.01, ...}}]
 
-Detection and cropping come from `faces`, the classifier from `load_classifier`
+Detection comes from `detection` (YuNet by default, Haar where YuNet cannot run), the
+crop around each box from the detector's crop rule (`faces.CropRule`), the classifier from `load_classifier`
 (any model reference, a checkpoint, run folder or .onnx export; by default the bundled
 model's int8 export on ONNX Runtime, see `shipped.default_predict_path`), decoding from
 `preprocess.as_rgb_array`.
@@ -12,7 +13,8 @@ model's int8 export on ONNX Runtime, see `shipped.default_predict_path`), decodi
 `explain(image)` adds each face's saliency map (see explain.py) and the region the
 classifier saw.
 
-Depends on: classifier, explain (only when explaining), faces, preprocess, shipped, tta.
+Depends on: classifier, detection, explain (only when explaining), faces, preprocess, shipped,
+tta.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .classifier import load_classifier
-from .faces import FaceBox, FaceDetector, crop_bounds, to_gray
+from .detection import check_detector, crop_rule_of, detector_name, make_detector
+from .faces import CropRule, FaceBox, crop_box, to_gray
 from .preprocess import as_rgb_array, to_gray48
 from .shipped import default_predict_path, twin_checkpoint
 from .tta import check_tta
@@ -40,8 +43,8 @@ class EmotionRecognizer:
         device: str = "auto",
         precision: str = "auto",  # auto: bf16 where the CPU/GPU has it; fp32 for exact outputs
         detect: bool = True,
-        detector: FaceDetector | None = None,
-        margin: float = 0.1,
+        detector: Any = "auto",  # auto | yunet | haar, or a detector object (detect(gray) -> boxes)
+        margin: float | None = None,  # None: the detector's crop rule; a number: its box grown by that
         tta: str | None = None,
         calibrated: bool = True,  # False: the raw scores, without the model's temperature
         min_face: float | None = None,  # smallest face sought, share of the shorter side (faces.py)
@@ -58,10 +61,18 @@ class EmotionRecognizer:
         self._calibrated = calibrated
         self._twin = None
         self.detect = detect
-        if detector is None and detect:
-            detector = FaceDetector() if min_face is None else FaceDetector(min_size=min_face)
+        if detector is None:
+            detector = "auto"
+        if isinstance(detector, str):
+            detector = make_detector(detector, min_face) if detect else check_detector(detector)
         self.detector = detector if detect else None
-        self.margin = margin
+        self.crop_rule = (CropRule.from_margin(margin) if margin is not None
+                          else crop_rule_of(detector) if detect else None)
+
+    @property
+    def detector_name(self) -> str | None:
+        """'yunet', 'haar' (or a user detector's class name); None without detection."""
+        return detector_name(self.detector) if self.detector is not None else None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -114,7 +125,7 @@ class EmotionRecognizer:
             return gray, [whole], [whole]
         # Hints only when there are some: a detector of the user's own may take the image alone.
         boxes = self.detector.detect(gray, hints) if hints else self.detector.detect(gray)
-        return gray, boxes, [crop_bounds(gray.shape, b, self.margin) for b in boxes]
+        return gray, boxes, [crop_box(gray.shape, b, self.crop_rule) for b in boxes]
 
     def detect_emotions(self, image: Any, hints: Sequence[Sequence[int]] = ()) -> list[dict[str, Any]]:
         """All faces in one image, largest first: box [x, y, w, h], emotion, probabilities.

@@ -16,7 +16,8 @@ requests for other Host headers.
                        -> {"faces": [...], "model": ..., "width", "height"}; with explain each
                        face also has "crop" and "heatmap" (a PNG data URL: the crop under
                        its Grad-CAM map of the predicted class; PyTorch models only)
-    GET  /api/health   -> {"status": "ok", "model": ..., "classes": [...], "explain": bool}
+    GET  /api/health   -> {"status": "ok", "model": ..., "classes": [...], "explain": bool,
+                           "detector": "yunet" | "haar" | null (no detection)}
     GET  /             -> the page (upload, drag-drop or webcam snapshot; boxes, labels, bars,
                        a "show heatmap" toggle per face)
     GET  /docs         -> OpenAPI docs
@@ -100,12 +101,14 @@ def create_app(
     max_concurrent: int | None = None,
     cors_origins: Sequence[str] = (),
     trusted_hosts: Sequence[str] = (),
+    detector: str = "auto",
 ) -> FastAPI:
-    """Build the app around one recognizer (loaded here, once)."""
+    """Build the app around one recognizer (loaded here, once). The recognizer's face
+    detector is shared by the request threads (both backends are thread-safe)."""
     if not max_upload_mb > 0:
         raise ValueError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     # One thread per image and one image per core in flight (`slots`): no oversubscription.
-    recognizer = recognizer or EmotionRecognizer(model, device=device, threads=1)
+    recognizer = recognizer or EmotionRecognizer(model, device=device, threads=1, detector=detector)
     limit = int(max_upload_mb * 1024 * 1024)
     description = public_description(recognizer.classifier)
     # One decode + classification per core at a time: more would only queue inside torch,
@@ -130,6 +133,7 @@ def create_app(
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": description, "classes": list(recognizer.class_names),
                 "temperature": recognizer.classifier.temperature, "explain": explainable,
+                "detector": recognizer.detector_name,
                 "version": __version__}
 
     @app.post("/api/predict")
