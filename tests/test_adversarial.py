@@ -475,3 +475,26 @@ def test_junk_cache_and_bad_every_are_one_error_line(tmp_path):
     assert out.exit_code == 2 and "fake.npz: not a ferlab cache (not a .npz archive)" in out.output
     out = CliRunner().invoke(app, ["predict", str(tmp_path), "--every", "0"])
     assert out.exit_code == 2 and "--every must be >= 1" in out.output and "Traceback" not in out.output
+
+
+def test_a_zip_member_lying_about_its_size_is_refused_without_inflating_it(tmp_path):
+    """The header says 1 KB, the member inflates to 256 MB: refused by name, and memory
+    stays far below what it holds (each block is inflated a megabyte at a time)."""
+    import struct
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train/angry/Training_1.png", b"\0" * (256 << 20))
+    raw = bytearray(buf.getvalue())
+    struct.pack_into("<I", raw, 22, 1024)  # the local header's uncompressed size
+    struct.pack_into("<I", raw, raw.rfind(b"PK\x01\x02") + 24, 1024)  # the central directory's
+    (tmp_path / "liar.zip").write_bytes(raw)
+    code = ("import resource, sys\nfrom ferlab.data import load_dataset\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try:\n    load_dataset(sys.argv[1])\nexcept ValueError as e:\n    print('error:', e)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "liar.zip")], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert "Training_1.png" in out[0] and "not what its header says" in out[0]
+    assert int(out[-1]) < 64, f"{out[-1]} MB more at the peak"

@@ -82,3 +82,49 @@ def test_out_of_range_settings_are_refused_before_any_data_is_read(tmp_path, ove
     assert result.exit_code == 2
     assert f"error: {message}" in result.output, result.output
     assert not out.exists()
+
+
+def test_cli_option_values_are_taken_literally_not_parsed_as_yaml():
+    """`--data "exp #1/faces.npz"` is that path (YAML would cut it at the #), `--data 010` is
+    "010" (not 8) and `--classes yes` is "yes" (not True); SECTION.KEY=VALUE stays YAML."""
+    from ferlab.config import load_config
+
+    cfg = load_config("seed-final", [("data.source", "exp #1/faces.npz"), ("data.classes", "yes"),
+                                     ("train.init", "010"), "train.epochs=3"])
+    assert (cfg.data.source, cfg.data.classes, cfg.train.init, cfg.train.epochs) == (
+        "exp #1/faces.npz", "yes", "010", 3)
+    assert load_config(None, ["data.source=exp #1/faces.npz"]).data.source == "exp"  # YAML comment
+
+
+def test_train_cli_reads_the_data_path_it_was_given(tmp_path):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+
+    (tmp_path / "exp").mkdir()
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "exp #1" / "faces.npz"),
+                                 "--out", str(tmp_path / "run"), "--epochs", "1"])
+    assert r.exit_code == 2 and "exp #1" in r.output  # the path as typed, not the folder exp/
+
+
+def test_yaml_aliases_and_huge_configs_are_refused_before_anything_grows(tmp_path):
+    """A few hundred bytes of nested anchors and aliases stand for billions of values."""
+    from ferlab.config import ConfigError, load_config
+
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    assert bomb.stat().st_size < 600
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(bomb)
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(None, ["model.filters_in_each_block=&f [*f]"])
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="limit"):
+        load_config(big)
+    anchors = tmp_path / "anchors.yaml"  # an anchor without an alias is plain YAML
+    anchors.write_text("train: &t\n  epochs: 2\n")
+    assert load_config(anchors).train.epochs == 2

@@ -87,6 +87,25 @@ def test_bare_class_folders_get_a_stratified_holdout(tmp_path):
     ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["val_split"] == "holdout-Training"
     assert ckpt["class_names"] == ["negative", "neutral", "positive"]
+    # `ferlab evaluate RUN --data FOLDERS` scores the same 35 held-out faces again (there is
+    # no evaluation split to find in bare class folders), and gets the run's own accuracy.
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run" / "best.pt"), "--data", str(root),
+                                 "--json", "--tta", "none"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output.strip().splitlines()[-1])
+    assert result["split"] == "holdout-Training" and result["n"] == 35
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert abs(result["accuracy"] - best["metrics"]["val_accuracy"]) < 1e-6
+
+
+def test_a_few_dozen_faces_train_for_a_few_epochs(tmp_path, parent):
+    """Fine-tuning on a tiny set (36 faces, 5 epochs: one step each) used to crash in the
+    one-cycle schedule with a ZeroDivisionError."""
+    root = write_own_folders(tmp_path / "few", n_per_split=(36,), splits=())
+    r = CliRunner().invoke(app, ["train", "--init", str(parent), "--data", str(root), "--classes", "folders",
+                                 "--epochs", "5", "--out", str(tmp_path / "few-run"), "train.precision=fp32"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "few-run" / "best.pt").is_file()
 
 
 def test_init_replaces_the_head_and_head_mode_freezes_the_rest(tmp_path, parent):

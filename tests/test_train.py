@@ -151,3 +151,62 @@ def test_late_tta_validates_the_last_epochs_differently(tmp_path):
     assert [h["val_tta"] for h in history] == ["none", "none", "flip"]
     assert read_checkpoint(tmp_path / "run" / "last.pt")["tta"] == "flip"
     assert "val_tta" in (tmp_path / "run" / "history.csv").read_text().splitlines()[0]
+
+
+def test_one_cycle_schedule_is_defined_on_runs_of_a_few_steps():
+    """A few dozen faces for a few epochs is a handful of steps: torch's one-cycle schedule
+    divided by zero there (a ZeroDivisionError out of `ferlab train`)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ferlab.training.optim import SCHEDULERS
+
+    for steps in range(1, 12):
+        for warmup in (0.0, 0.2, 0.3, 1.0):
+            opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+            schedule = SCHEDULERS["onecycle"](opt, SimpleNamespace(lr=0.1, warmup_fraction=warmup), steps)
+            rates = []
+            for _ in range(steps):
+                opt.step()
+                schedule.step()
+                rates.append(opt.param_groups[0]["lr"])
+            assert all(0 <= r <= 0.1 + 1e-9 for r in rates), (steps, warmup)
+
+
+def test_one_writer_per_run_folder_and_a_dead_writers_lock_is_taken_over(tmp_path):
+    from ferlab.files import LOCK_NAME, FolderBusy, folder_lock
+
+    run = tmp_path / "run"
+    with folder_lock(run):
+        assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
+        code = ("import sys; from ferlab.files import folder_lock\n"
+                "try:\n    with folder_lock(sys.argv[1]): print('took it')\n"
+                "except ValueError as e: print(e)\n")
+        out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True).stdout
+        assert f"process {os.getpid()}" in out and "took it" not in out
+        with pytest.raises(FolderBusy):  # a second writer in this process too
+            with folder_lock(run):
+                pass
+    assert not run.exists()  # nothing was written: nothing is left
+    # kill -9 of a writer leaves its lock file; the OS dropped the lock with the process.
+    hold = ("import sys, time; from ferlab.files import folder_lock\n"
+            "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    assert (run / LOCK_NAME).exists()
+    with folder_lock(run):
+        assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
+
+
+def test_a_second_train_into_a_busy_run_folder_is_refused(tmp_path):
+    from ferlab.files import folder_lock
+
+    cfg = load_config(None, [*TINY_MODEL, "train.epochs=1"])
+    with folder_lock(tmp_path / "run"):
+        with pytest.raises(ValueError, match="another training run .* is writing this folder"):
+            train(cfg, tmp_path / "run", data=make_data(), log=lambda _: None)
+    train(cfg, tmp_path / "run", data=make_data(), log=lambda _: None)
+    assert (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / ".ferlab.lock").exists()

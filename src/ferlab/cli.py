@@ -117,12 +117,14 @@ def train(
     from .config import load_config
     from .training import train as run_training
 
-    flags = [f"data.source={data}"]
+    # The options' values are taken literally (a path is a path, whatever it holds); only
+    # the SECTION.KEY=VALUE arguments are parsed as YAML.
+    flags = [("data.source", data)]
     for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size),
                        ("data.limit", limit), ("train.seed", seed), ("train.init", init),
                        ("train.finetune", finetune), ("data.classes", classes)):
         if value is not None:
-            flags.append(f"{key}={value}")
+            flags.append((key, value))
     if config is None and init is not None:
         config = "finetune"
     cfg = _run(load_config, config, [*(overrides or []), *flags])
@@ -147,7 +149,7 @@ def speedrun(
     from .speedrun import speedrun as run_speedrun
     from .training import default_run_dir
 
-    flags = [f"data.source={data}"] + ([f"train.seed={seed}"] if seed is not None else [])
+    flags = [("data.source", data)] + ([("train.seed", seed)] if seed is not None else [])
     cfg = _run(load_config, config, [*(overrides or []), *flags])
     if resume and out is None:
         _fail("--resume needs the run folder to continue: pass --out RUN_DIR")
@@ -178,10 +180,10 @@ def sweep(
     from .config import load_config
     from .study import SweepSpec, build_stages, run_sweep, seed_study_stages, write_report
 
-    flags = [f"data.source={data}"]
+    flags = [("data.source", data)]
     for key, value in (("train.epochs", epochs), ("data.limit", limit), ("train.budget_minutes", budget_minutes)):
         if value is not None:
-            flags.append(f"{key}={value}")
+            flags.append((key, value))
     base = _run(load_config, config or "seed-baseline", [*(overrides or []), *flags])
     if preset not in (None, "seed-study"):
         _fail(f"unknown preset {preset!r} (presets: seed-study)")
@@ -474,6 +476,7 @@ def models(
     """List registered models, or print one's layers, shapes, parameters and MFLOPs."""
     import yaml
 
+    from .config import load_yaml
     from .models import build_model, list_models, model_defaults, model_summary
 
     if name is None:
@@ -485,7 +488,10 @@ def models(
         key, sep, value = item.partition("=")
         if not sep:
             _fail(f"{item!r}: expected KEY=VALUE")
-        kwargs[key] = yaml.safe_load(value)
+        try:
+            kwargs[key] = load_yaml(value)
+        except yaml.YAMLError as e:
+            _fail(f"{item!r}: cannot parse the value: {str(e).splitlines()[0]}")
     model = _run(build_model, name, **kwargs)
     typer.echo(model_summary(model).table())
 

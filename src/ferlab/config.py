@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,25 +190,55 @@ def resolve_config_path(name: str | Path) -> Path:
     raise ConfigError(f"{name}: no such config file (bundled configs: {available})")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything near this is not one
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a config never needs them, and a few hundred
+    bytes of nested anchors and aliases stand for gigabytes once anything walks the result
+    ("billion laughs"). Anchors alone are harmless and stay allowed."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"YAML aliases (*name) are not accepted, line {mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text -> plain Python values, bounded: no aliases, at most MAX_CONFIG_BYTES.
+    Raises yaml.YAMLError, as yaml.safe_load does, for anything refused."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise yaml.YAMLError(f"{len(text):,} characters, more than a config's limit of {MAX_CONFIG_BYTES:,}")
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def load_config(path: str | Path | None = None,
+                overrides: Sequence[str | tuple[str, Any]] | None = None) -> Config:
     d: dict[str, Any] = {}
     where = "config"
     if path is not None:
         file = resolve_config_path(path)
         where = str(file)
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{file}: {file.stat().st_size:,} bytes, more than a config's limit of "
+                              f"{MAX_CONFIG_BYTES:,}")
         try:
-            d = yaml.safe_load(file.read_text()) or {}
+            d = load_yaml(file.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{file}: not valid YAML: {e}") from e
     cfg = from_dict(d, where)
     return apply_overrides(cfg, overrides or [])
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply `section.key=value` strings; values are parsed as YAML (`[64,128]`, `true`, `1e-3`)."""
+def apply_overrides(cfg: Config, overrides: Sequence[str | tuple[str, Any]]) -> Config:
+    """Apply `section.key=value` strings, whose values are parsed as YAML (`[64,128]`, `true`,
+    `1e-3`), and `(section.key, value)` pairs, whose values are taken as they are: the CLI's
+    own options (`--data "exp #1/faces.npz"` is that path, `--data 010` is "010", not 8)."""
     d = to_dict(cfg)
     for item in overrides:
-        key, sep, text = item.partition("=")
+        literal = isinstance(item, tuple)
+        key, sep, text = (item[0], "=", item[1]) if literal else item.partition("=")
         parts = key.strip().split(".")
         if not sep or len(parts) != 2 or not all(parts):
             raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=3")
@@ -218,7 +248,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
                 f"override {item!r}: unknown section {section!r} (data, model, augment, train)"
             )
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = text if literal else load_yaml(text) if text.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: cannot parse value: {e}") from e
         if section != "model" and name not in d[section]:

@@ -24,7 +24,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .calibration import apply_temperature, calibration_entry, calibration_metrics
 from .checkpoint import LoadedModel, read_checkpoint, save_checkpoint
 from .classifier import Classifier, as_classifier, load_classifier
-from .data import EVAL_SPLITS, VAL_SPLITS, FerData, load_dataset, select_split
+from .data import EVAL_SPLITS, VAL_SPLITS, FerData, holdout_split, load_dataset, select_split
 from .ensemble import ensemble_members, member_probabilities
 from .files import atomic_write_text, check_writable
 from .inference import check_tta
@@ -266,11 +266,34 @@ def evaluate_source(
     classifier = load_classifier(ref, device, precision, calibrated)
     # An image folder is read with the model's own class names (fer2013 or yours).
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
+    if split == "auto" and not any(data.resolve_split(s) for s in EVAL_SPLITS):
+        data, split = run_holdout(classifier, data) or (data, split)
     scored = score(classifier, data, split, tta=tta)
     if out is None:  # never write into the installed package
         out = Path(".") if is_shipped(classifier.path) else classifier.path.parent
     json_path, png = write_report(scored.result, out)
     return scored, classifier, json_path, png
+
+
+def run_holdout(classifier: Classifier, data: FerData) -> tuple[FerData, str] | None:
+    """Bare class folders have no evaluation split: a run trained on them validated on a
+    stratified share of its training images (`data.holdout`, fixed by `train.seed`). That
+    share, rebuilt from the checkpoint's own config, marked as split holdout-<train split>;
+    None where the model carries no such config or the data has no such split."""
+    config = getattr(getattr(classifier, "loaded", None), "meta", {}).get("config") or {}
+    data_cfg, train_cfg = config.get("data") or {}, config.get("train") or {}
+    if data_cfg.get("val_split", "auto") != "auto" or data.votes is not None:
+        return None
+    train_name = data.resolve_split(str(data_cfg.get("train_split", "Training")))
+    if train_name is None:
+        return None
+    index = np.flatnonzero((data.splits == train_name) & (data.labels >= 0))
+    _, held = holdout_split(data.labels[index], float(data_cfg.get("holdout", 0.15)),
+                            int(train_cfg.get("seed", 0)))
+    name = f"holdout-{train_name}"
+    splits = data.splits.astype(object)
+    splits[index[held]] = name
+    return FerData(data.images, data.labels, splits.astype(str), data.ids, data.class_names), name
 
 
 # --------------------------------------------------------------------------- calibration

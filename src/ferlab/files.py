@@ -4,7 +4,8 @@ A write goes to a temp file beside its target (`.NAME.tmp-PID-XXXXXXXX.SUFFIX`) 
 renamed over it only when complete. A process killed mid-write leaves its temp file
 behind; the next write into that folder removes such leftovers of processes that are
 no longer running (or older than a day). A full disk or a folder that cannot be
-written is one `WriteError` naming the file and the reason.
+written is one `WriteError` naming the file and the reason. `folder_lock` keeps one
+writer per folder (a training run's).
 
 Depends on: the standard library.
 """
@@ -134,3 +135,79 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+LOCK_NAME = ".ferlab.lock"
+
+
+class FolderBusy(ValueError):
+    """Another live process is writing the folder; the message names its PID."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str = "run") -> Iterator[Path]:
+    """Hold `folder` for one writer: a `.ferlab.lock` file inside it, locked by the OS
+    (flock / msvcrt) for as long as the block runs, with the holder's PID written in it
+    for the message others get. The OS drops the lock when its process dies, however it
+    dies, so a stale lock file of a killed run is simply taken over. The file is removed
+    on exit, and the folder too if the block left it empty (a run that failed before
+    writing anything leaves nothing behind)."""
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    f = _locked_file(path, folder, what)
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+    finally:
+        f.close()  # releases the OS lock
+
+
+def _locked_file(path: Path, folder: Path, what: str):
+    """The lock file, open and locked by this process. A holder removes the file as it
+    finishes, so a lock won on a file that is no longer at `path` is dropped and tried
+    again: two writers can never both hold the folder."""
+    for _ in range(100):
+        f = open(path, "a+")  # noqa: SIM115 (held open for the lock's life)
+        if not _try_lock(f):
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise FolderBusy(f"{folder}: another {what} (process {holder}) is writing this folder; "
+                             "wait for it to finish, or pick another folder")
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                return f
+        except FileNotFoundError:
+            pass
+        f.close()
+    raise FolderBusy(f"{folder}: cannot take the folder's lock file {path.name}")
+
+
+def _try_lock(f) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, to_dict
+from ..config import Config, load_yaml, to_dict
 
 # The seed report's sweeps, in its order; each point is a set of dotted overrides.
 SEED_FILTERS = [32, 64, 128, 256, 512]
@@ -91,12 +91,12 @@ def parse_param(text: str) -> tuple[str, Any]:
             low, high = int(low), int(high)  # an integer range: suggest_int
         return key, (low, high, len(parts) == 3)
     try:
-        parsed = yaml.safe_load(value)
+        parsed = load_yaml(value)
     except yaml.YAMLError as e:
         raise SweepError(f"--param {text!r}: cannot parse the values: {str(e).splitlines()[0]}") from e
     if isinstance(parsed, str):
         try:
-            parsed = [yaml.safe_load(v) for v in parsed.split(",")]
+            parsed = [load_yaml(v) for v in parsed.split(",")]
         except yaml.YAMLError as e:
             raise SweepError(f"--param {text!r}: cannot parse the values: {str(e).splitlines()[0]}") from e
     if not isinstance(parsed, list) or not parsed:

@@ -155,37 +155,41 @@ def train(
     folder = RunFolder(out, writes=dist_info.main)
     if folder.writes:
         check_writable(out)  # before the data is read: an unwritable --out is one clear line
-    cfg, resume_ckpt = folder.resume_from(cfg, resume, log)
+    # One writer per run folder: a second `train --out` (or a --resume) while this one
+    # runs is refused with the PID that holds it.
+    with folder.lock():
+        cfg, resume_ckpt = folder.resume_from(cfg, resume, log)
 
-    runtime = Runtime.create(device_name, cfg.train.precision, cfg.train.channels_last)
-    pp = Preprocessing.from_dict(init_ckpt["preprocessing"]) if init_ckpt else Preprocessing()
-    d = prepare_data(cfg, data, runtime.device, log)
-    model, model_args = build_run_model(cfg, d.class_names, runtime, init_ckpt, resume_ckpt is None, log)
-    teacher = load_teacher(cfg.train.teacher, d.class_names, pp, runtime) if cfg.train.teacher else None
-    if cfg.train.budget_minutes is not None and resume_ckpt is None:
-        cfg = replace(cfg, "train", epochs=fit_epochs_to_budget(model, d, cfg, runtime, pp, log, teacher))
-    steps = epoch_steps(len(d.train_labels), cfg.train.batch_size, dist_info.world) * cfg.train.epochs
-    state = TrainState.create(cfg, model, runtime, total_steps=steps, pp=pp, dist=dist_info, teacher=teacher)
-    history, start_epoch = [], 1
-    if resume_ckpt is not None:
-        done = resume_ckpt["epoch"]
-        if state.load(resume_ckpt, steps // cfg.train.epochs * done):
-            log(f"train.epochs {resume_ckpt['config']['train']['epochs']} -> {cfg.train.epochs}: the "
-                f"{cfg.train.scheduler} schedule is rebuilt for {cfg.train.epochs} epochs and continues "
-                f"at its step for epoch {done + 1} (lr {state.lr:.2e})")
-        history, start_epoch = list(resume_ckpt["history"]), done + 1
-        log(f"resuming {folder.path} after epoch {done}")
-    folder.start(cfg)
-    log(f"run {folder.path}: {cfg.model.name}, {len(d.train_labels)} train / {len(d.val_labels)} "
-        f"{d.val_split} images, {runtime.describe()}"
-        + (f", {dist_info.world} processes" if dist_info.world > 1 else ""))
-    history = run_epochs(state, d, folder, history, start_epoch, model_args, log, progress, on_epoch_end)
-    summary = folder.finish(history, model=cfg.model.name, val_split=d.val_split,
-                            runtime=runtime.describe(), world_size=dist_info.world)
-    if summary:
-        calibrate_run(folder, d, runtime, log)
-        log(f"best val_accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}; "
-            f"saved in {folder.path}")
+        runtime = Runtime.create(device_name, cfg.train.precision, cfg.train.channels_last)
+        pp = Preprocessing.from_dict(init_ckpt["preprocessing"]) if init_ckpt else Preprocessing()
+        d = prepare_data(cfg, data, runtime.device, log)
+        model, model_args = build_run_model(cfg, d.class_names, runtime, init_ckpt, resume_ckpt is None, log)
+        teacher = load_teacher(cfg.train.teacher, d.class_names, pp, runtime) if cfg.train.teacher else None
+        if cfg.train.budget_minutes is not None and resume_ckpt is None:
+            cfg = replace(cfg, "train", epochs=fit_epochs_to_budget(model, d, cfg, runtime, pp, log, teacher))
+        steps = epoch_steps(len(d.train_labels), cfg.train.batch_size, dist_info.world) * cfg.train.epochs
+        state = TrainState.create(cfg, model, runtime, total_steps=steps, pp=pp, dist=dist_info,
+                                  teacher=teacher)
+        history, start_epoch = [], 1
+        if resume_ckpt is not None:
+            done = resume_ckpt["epoch"]
+            if state.load(resume_ckpt, steps // cfg.train.epochs * done):
+                log(f"train.epochs {resume_ckpt['config']['train']['epochs']} -> {cfg.train.epochs}: the "
+                    f"{cfg.train.scheduler} schedule is rebuilt for {cfg.train.epochs} epochs and continues "
+                    f"at its step for epoch {done + 1} (lr {state.lr:.2e})")
+            history, start_epoch = list(resume_ckpt["history"]), done + 1
+            log(f"resuming {folder.path} after epoch {done}")
+        folder.start(cfg)
+        log(f"run {folder.path}: {cfg.model.name}, {len(d.train_labels)} train / {len(d.val_labels)} "
+            f"{d.val_split} images, {runtime.describe()}"
+            + (f", {dist_info.world} processes" if dist_info.world > 1 else ""))
+        history = run_epochs(state, d, folder, history, start_epoch, model_args, log, progress, on_epoch_end)
+        summary = folder.finish(history, model=cfg.model.name, val_split=d.val_split,
+                                runtime=runtime.describe(), world_size=dist_info.world)
+        if summary:
+            calibrate_run(folder, d, runtime, log)
+            log(f"best val_accuracy {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}; "
+                f"saved in {folder.path}")
     return history
 
 

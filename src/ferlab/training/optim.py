@@ -37,11 +37,19 @@ def _cosine(t, total: int) -> Callable[[int], float]:
 # Per-step schedules, keyed by `train.scheduler`; each gets (optimizer, train cfg, total steps).
 SCHEDULERS: dict[str, Callable[..., Any]] = {
     "none": lambda o, t, n: torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0),
-    "onecycle": lambda o, t, n: torch.optim.lr_scheduler.OneCycleLR(
-        o, max_lr=t.lr, total_steps=n, pct_start=t.warmup_fraction
-    ),
+    "onecycle": lambda o, t, n: _onecycle(o, t, n),
     "cosine": lambda o, t, n: torch.optim.lr_scheduler.LambdaLR(o, _cosine(t, n)),
 }
+
+
+def _onecycle(optimizer: torch.optim.Optimizer, t, n: int) -> Any:
+    """torch's one-cycle schedule, kept defined on runs of a few steps (a few dozen faces for
+    a few epochs): its warm-up must span at least two steps and end before the last, else
+    it divides by zero. Under three steps the learning rate stays at train.lr."""
+    if n < 3:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    pct = min(max(t.warmup_fraction, 2 / n), (n - 1) / n)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=n, pct_start=pct)
 
 
 def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:

@@ -14,6 +14,7 @@ Depends on: checkpoint, config, files, plots.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import Config, replace, save_config, to_dict
-from ..files import atomic_write_text
+from ..files import atomic_write_text, folder_lock
 from ..plots import plot_loss_acc
 
 HISTORY_FIELDS = (
@@ -93,6 +94,10 @@ class RunFolder:
             raise RunError(f"{self.path} already holds a run; pass --resume to continue it "
                            "or pick another --out")
         return cfg, None
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Hold the folder for this run (files.folder_lock); a no-op for ranks that never write."""
+        return folder_lock(self.path, "training run") if self.writes else contextlib.nullcontext()
 
     def start(self, cfg: Config) -> None:
         if self.writes:
