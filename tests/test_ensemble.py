@@ -163,3 +163,26 @@ def test_registry_refuses_an_empty_or_malformed_ensemble():
         build_model("ensemble", members=[3])
     with pytest.raises(ValueError, match="member 0: unknown field"):
         build_model("ensemble", members=[{"name": "vgg", "weights": 1}])
+
+
+def test_inference_batches_are_counted_in_views_not_faces():
+    """1,024 faces of the ten-crop int8 ensemble were 20,480 views in one call (9 GB in
+    `ferlab evaluate`): a call now holds at most VIEWS_PER_BATCH views, the ensemble's own
+    members' views included."""
+    import numpy as np
+
+    from ferlab.classifier import load_classifier
+    from ferlab.tta import VIEWS_PER_BATCH
+
+    clf = load_classifier("ensemble-int8")
+    assert clf.inner_views == 20  # two members, ten views each, inside the graph
+    rows, logits = [], clf.logits
+    clf.logits = lambda x: rows.append(len(x)) or logits(x)
+    faces = np.random.default_rng(0).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    probs = clf.predict_proba(faces)
+    assert probs.shape == (40, 7) and max(rows) * clf.inner_views <= VIEWS_PER_BATCH
+    rows.clear()
+    clf.predict_proba(faces, "flip")  # outer TTA on top: fewer faces a call again
+    assert max(rows) * clf.inner_views * 2 <= 2 * VIEWS_PER_BATCH and max(rows) <= VIEWS_PER_BATCH // 20
+    torch_clf = load_classifier("ensemble", device="cpu")
+    assert torch_clf.inner_views == 10  # members run one after another

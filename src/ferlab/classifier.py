@@ -9,7 +9,8 @@ what it is:
     description     one line for logs and the server's health answer
     path            the file it came from
     temperature     its calibration temperature (1.0: raw scores; see calibration.py)
-    predict_proba(faces, tta=None, batch_size=1024, calibrated=True) -> (N, classes) numpy
+    predict_proba(faces, tta=None, batch_size=256, calibrated=True) -> (N, classes) numpy
+                    (batch_size in views: faces x TTA views x an ensemble's own views)
 
 `load_classifier` resolves every kind of reference - a shipped model's name
 (`bundled`, `fast`, `fast-int8`), a run folder, a `.pt` checkpoint, an `.onnx`
@@ -35,7 +36,7 @@ from .calibration import apply_temperature, stored_temperature
 from .errors import CheckpointError
 from .preprocess import Preprocessing, preprocess
 from .shipped import bundled_path, default_model_path
-from .tta import tta_views_np
+from .tta import VIEW_COUNT, VIEWS_PER_BATCH, check_tta, faces_per_batch, tta_views_np
 
 if TYPE_CHECKING:  # PyTorch is imported only when a PyTorch model is loaded
     from .checkpoint import LoadedModel
@@ -52,7 +53,7 @@ class Classifier(Protocol):
     path: Path
     temperature: float
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024,
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = VIEWS_PER_BATCH,
                       calibrated: bool = True) -> np.ndarray: ...
 
 
@@ -61,13 +62,19 @@ class _Calibrated:
 
     temperature: float = 1.0
     tta: str = "none"
+    inner_views: int = 1  # views the model itself runs per face (an ensemble's members' TTA)
 
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = 1024,
+    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = VIEWS_PER_BATCH,
                       calibrated: bool = True) -> np.ndarray:
-        probs = self.raw_proba(faces, self.tta if tta is None else tta, batch_size)
+        """Probabilities of uint8 faces (N, H, W). `batch_size` counts views, not faces: each
+        forward pass holds at most that many (faces x TTA views x the model's own views),
+        so memory is bounded whatever the TTA and the model."""
+        tta = self.tta if tta is None else tta
+        batch = faces_per_batch(VIEW_COUNT[check_tta(tta) or "none"] * self.inner_views, batch_size)
+        probs = self.raw_proba(faces, tta, batch)
         return apply_temperature(probs, self.temperature) if calibrated else probs
 
 
@@ -86,6 +93,8 @@ class TorchClassifier(_Calibrated):
         self.description = loaded.description
         self.path = loaded.path
         self.temperature = _temperature(loaded.meta, loaded.path) if calibrated else 1.0
+        # An ensemble runs its members one after another, each with its own views.
+        self.inner_views = max((VIEW_COUNT[m.tta] for m in getattr(self.model, "members", ())), default=1)
 
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
         from .inference import predict_proba
@@ -132,6 +141,7 @@ class OnnxClassifier(_Calibrated):
         self.description = f"{meta.get('model')} ({kind}) from {path}"
         self._input = self.session.get_inputs()[0].name
         self.temperature = _temperature(meta, self.path) if calibrated else 1.0
+        self.inner_views = int(meta.get("inner_views", 1))  # an ensemble graph: every member's views
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]

@@ -36,6 +36,7 @@ from .files import check_writable
 from .inference import check_tta, predict_proba
 from .models import build_model
 from .models.ensemble import Ensemble
+from .tta import VIEW_COUNT, VIEWS_PER_BATCH, faces_per_batch
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,9 @@ def ensemble_members(classifier: Classifier) -> list[tuple[str, torch.nn.Module]
 
 
 def member_probabilities(classifier: TorchClassifier, faces: np.ndarray,
-                         batch_size: int = 1024) -> list[np.ndarray]:
-    """Each member's calibrated probabilities (its own TTA), for per-member scores."""
-    return [predict_proba(m, faces, classifier.preprocessing, classifier.runtime, batch_size, "none",
-                          len(classifier.class_names))
+                         views: int = VIEWS_PER_BATCH) -> list[np.ndarray]:
+    """Each member's calibrated probabilities (its own TTA), for per-member scores; each
+    forward pass holds at most `views` views (faces x the member's TTA views)."""
+    return [predict_proba(m, faces, classifier.preprocessing, classifier.runtime,
+                          faces_per_batch(VIEW_COUNT[m.tta], views), "none", len(classifier.class_names))
             for _, m in ensemble_members(classifier)]

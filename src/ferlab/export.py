@@ -60,6 +60,11 @@ def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
             "model": loaded.meta.get("model", {}).get("name"),
             "source": str(loaded.path),
         }
+        members = getattr(loaded.model, "members", ())
+        if members:  # an ensemble graph runs every member's views: inference batches count them
+            from .tta import VIEW_COUNT
+
+            meta["inner_views"] = sum(VIEW_COUNT[m.tta] for m in members)
         if loaded.meta.get("calibration"):  # the confidence temperature travels with the model
             meta["calibration"] = loaded.meta["calibration"]
         entry = proto.metadata_props.add()

@@ -16,7 +16,17 @@ import numpy as np
 from .errors import ConfigError
 
 TTA_MODES = ("none", "flip", "tencrop")
+VIEW_COUNT = {"none": 1, "flip": 2, "tencrop": 10}  # forward passes per face
 TENCROP_FRACTION = 0.9  # crop side as a share of the image; each crop is resized back
+# Inference batches are counted in views (faces x TTA views x an ensemble's own views), not
+# faces: 1,024 faces of a ten-crop ensemble were 20,480 views at once, 5-9 GB of activations
+# in `ferlab evaluate`. 256 views keep a batch's activations to a few hundred MB.
+VIEWS_PER_BATCH = 256
+
+
+def faces_per_batch(views_per_face: int, views: int = VIEWS_PER_BATCH) -> int:
+    """How many faces one forward pass takes when each costs `views_per_face` views."""
+    return max(1, views // max(1, views_per_face))
 
 
 def check_tta(mode: str | None, name: str = "tta") -> str | None:
