@@ -439,6 +439,32 @@ def test_memory_stays_flat_under_twenty_concurrent_pixel_bombs(server):
     assert grown < 200, f"server memory grew by {grown:.0f} MB"
 
 
+def rgba16_png(w: int, h: int) -> bytes:
+    """A 16-bit RGBA PNG of flat colour: a few hundred KB that decode to w x h x 4 channels."""
+    import cv2
+
+    image = np.zeros((h, w, 4), np.uint16)
+    image[..., 3] = 65535
+    return cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+
+
+def test_memory_stays_bounded_under_twenty_concurrent_near_limit_images(server):
+    """The worst upload under the pixel cap (6300x6300 16-bit RGBA, ~320 KB, ~760 MB to
+    decode) is refused from its header; 20 at once of the largest that fits the decode
+    budget (2400x2000 RGBA, ~92 MB each) are served one or two at a time, within 200 MB."""
+    worst, fits = rgba16_png(6300, 6300), rgba16_png(2400, 2000)
+    assert len(worst) < 1_000_000 and len(fits) < 1_000_000  # both under the 1 MB upload limit
+    status, answer = post(server["port"], worst)
+    assert status == 413 and b"decode budget of 128 MB" in answer
+    post(server["port"], fits)  # warm-up
+    before = rss_mb()
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda i: post(server["port"], (worst, fits)[i % 2])[0], range(20)))
+    grown = rss_mb() - before
+    assert statuses == [413, 200] * 10
+    assert grown < 200, f"server memory grew by {grown:.0f} MB"
+
+
 def test_cors_and_trusted_hosts(server):
     from fastapi.testclient import TestClient
 

@@ -121,3 +121,35 @@ def test_gray_decoding_of_a_jpeg_matches_the_colour_decode_turned_gray(mode):
     reference = cv2.cvtColor(full, cv2.COLOR_RGB2GRAY)
     fast = fast if fast.ndim == 2 else cv2.cvtColor(fast, cv2.COLOR_RGB2GRAY)
     assert np.abs(fast.astype(int) - reference).max() <= 3
+
+
+def test_decode_cost_is_read_from_the_header_and_bounds_the_real_peak():
+    """What the server reserves before decoding: never below what decoding then takes
+    (VmHWM of a fresh process), and a JPEG over the pixel cap decoded at the power-of-two
+    scale that brings it under (asking libjpeg for 1/3 decoded at 1/2, still over)."""
+    import io
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from ferlab.preprocess import decode_image
+
+    jpeg = io.BytesIO()
+    Image.fromarray(np.zeros((1000, 1000, 3), np.uint8)).save(jpeg, "JPEG")
+    assert decode_image(jpeg.getvalue(), max_pixels=200_000).size == (250, 250)
+    code = ("import io, sys, numpy as np; from PIL import Image\n"
+            "from ferlab.preprocess import as_rgb_array, decode_cost; from ferlab.faces import to_gray\n"
+            "mode = sys.argv[1]; buf = io.BytesIO()\n"
+            "shape = (2000, 2000, 4) if mode == 'RGBA' else (2000, 2000)\n"
+            "Image.fromarray(np.zeros(shape, np.uint8)).convert(mode).save(buf, 'PNG')\n"
+            "data = buf.getvalue()\n"
+            "status = lambda: [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]\n"
+            "hwm = lambda: int(status().split()[1])\n"
+            "before = hwm(); to_gray(as_rgb_array(data, None, True))\n"
+            "print((hwm() - before) * 1024, decode_cost(data))\n")
+    for mode in ("L", "RGB", "RGBA", "P"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True)
+        peak, cost = map(int, out.stdout.split())
+        assert peak <= cost, (mode, peak, cost)

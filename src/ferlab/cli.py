@@ -424,6 +424,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
+    decode_budget_mb: Annotated[float, typer.Option(help="memory all uploads being decoded at once may take (estimated from each header); larger images wait, or get 413 if one alone needs more")] = 128.0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     cors: Annotated[Optional[list[str]], typer.Option("--cors", help="allow browser pages from this origin (repeatable; none by default)")] = None,
     trusted_host: Annotated[Optional[list[str]], typer.Option("--trusted-host", help="answer only requests for this Host (repeatable; e.g. example.org, *.example.org)")] = None,
@@ -445,7 +446,10 @@ def serve(
     # One thread per image, one image per core at a time: 29 req/s at 10 clients on two cores,
     # against 21 with every image on both cores (benchmarks/everyday.py, serve table).
     recognizer = _recognizer(model, device=device, threads=1, **options)  # fail before the server starts
+    if not decode_budget_mb > 0:
+        _fail(f"--decode-budget-mb must be a positive number of megabytes, got {decode_budget_mb}")
     _run(run_server, model=model, host=host, port=port, max_upload_mb=max_upload_mb, device=device,
+         decode_budget_mb=decode_budget_mb,
          recognizer=recognizer if workers == 1 else None, cors_origins=cors or (),
          trusted_hosts=trusted_host or (), workers=workers, recognizer_options=options)
 

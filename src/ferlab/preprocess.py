@@ -63,6 +63,13 @@ def max_pixels_setting() -> int:
     return int(text)
 
 
+def jpeg_scale(pixels: int, limit: int) -> int:
+    """The power of two (libjpeg decodes at 1/2, 1/4, 1/8) that brings `pixels` under
+    `limit`; libjpeg's draft mode keeps the size at or above what is asked, so asking for
+    1/3 would decode at 1/2, still over the limit."""
+    return 2 ** math.ceil(math.log2(math.sqrt(pixels / limit)))
+
+
 def decode_image(source: str | Path | bytes, max_pixels: int | None = None,
                  gray: bool = False) -> Image.Image:
     """Open an image file or in-memory bytes (an upload), honour its EXIF orientation,
@@ -84,7 +91,7 @@ def decode_image(source: str | Path | bytes, max_pixels: int | None = None,
             # Not CMYK: its luma is not one stored channel.
             mode = "L" if gray and im.mode in ("RGB", "L") else im.mode
             if w * h > limit and im.format == "JPEG":
-                scale = math.ceil(math.sqrt(w * h / limit))
+                scale = jpeg_scale(w * h, limit)
                 im.draft(mode, (w // scale, h // scale))  # decodes at 1/2, 1/4 or 1/8 scale
             elif mode != im.mode and im.format == "JPEG":
                 im.draft(mode, (w, h))
@@ -99,6 +106,31 @@ def decode_image(source: str | Path | bytes, max_pixels: int | None = None,
 
 
 load_image = decode_image  # the name ingest and older callers use for files
+
+# Peak bytes per pixel of decoding an image through `as_rgb_array(..., gray=True)` and
+# `faces.to_gray`, measured with VmHWM on 16 MP images (rounded up): gray (an L PNG, a JPEG's luma) 3,
+# RGB 13.5, 16-bit gray 15, palette 16, RGBA 19 (the copies: decode, alpha over white, RGB,
+# array, gray). Everything not stored as one 8-bit gray channel counts as the worst.
+GRAY_BYTES_PER_PIXEL, OTHER_BYTES_PER_PIXEL = 4, 20
+
+
+def decode_cost(source: bytes, max_pixels: int | None = None, gray: bool = True) -> int:
+    """Bytes that decoding `source` (an upload) to gray will take at its peak, read from the
+    header alone; what the server reserves from its decode budget before decoding."""
+    limit = max_pixels_setting() if max_pixels is None else max_pixels
+    try:
+        with Image.open(io.BytesIO(source)) as im:
+            w, h = im.size
+            if w * h > limit and im.format == "JPEG":  # decoded at a reduced scale (decode_image)
+                scale = jpeg_scale(w * h, limit)
+                w, h = -(-w // scale), -(-h // scale)
+            elif w * h > limit:  # what decode_image would refuse, refused the same way
+                raise ImageError(f"image of {w}x{h} pixels is over the limit of {limit:,} pixels "
+                                 "(FERLAB_MAX_PIXELS)")
+            single = im.mode == "L" or (gray and im.format == "JPEG" and im.mode == "RGB")
+    except Image.DecompressionBombError as e:
+        raise ImageError(str(e)) from e
+    return w * h * (GRAY_BYTES_PER_PIXEL if single else OTHER_BYTES_PER_PIXEL)
 
 
 def to_uint8_image(image: Image.Image) -> Image.Image:

@@ -29,6 +29,7 @@ FastAPI, uvicorn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -43,11 +44,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
-from .preprocess import ImageError, as_rgb_array
+from .preprocess import ImageError, as_rgb_array, decode_cost
 from .recognizer import EmotionRecognizer
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 DEFAULT_MAX_UPLOAD_MB = 10.0
+# Memory all the uploads being decoded at once may take, estimated from each image's header
+# before it is decoded (preprocess.decode_cost): a 300 KB PNG can decode to 40 megapixels
+# of 16-bit RGBA, ~760 MB at its peak. Requests wait for their share; an image that needs
+# more than all of it alone is refused (413). 128 MB: any JPEG (its luma, downscaled over
+# the pixel cap), PNGs of up to ~6 megapixels in colour or ~33 in gray.
+DEFAULT_DECODE_BUDGET_MB = 128.0
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
 
 
@@ -86,6 +93,26 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+class DecodeBudget:
+    """At most `total` bytes of decoding in flight: each request holds its estimated cost."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._free = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, cost: int):
+        async with self._free:
+            await self._free.wait_for(lambda: self.used + cost <= self.total)
+            self.used += cost
+        try:
+            yield
+        finally:
+            async with self._free:
+                self.used -= cost
+                self._free.notify_all()
+
+
 def public_description(classifier: Any) -> str:
     """The model's one-line description without the folder it was loaded from."""
     path = Path(classifier.path)
@@ -102,6 +129,7 @@ def create_app(
     cors_origins: Sequence[str] = (),
     trusted_hosts: Sequence[str] = (),
     detector: str = "auto",
+    decode_budget_mb: float = DEFAULT_DECODE_BUDGET_MB,
 ) -> FastAPI:
     """Build the app around one recognizer (loaded here, once). The recognizer's face
     detector is shared by the request threads (both backends are thread-safe)."""
@@ -114,6 +142,9 @@ def create_app(
     # One decode + classification per core at a time: more would only queue inside torch,
     # each holding a decoded image in memory.
     slots = asyncio.Semaphore(max_concurrent or os.cpu_count() or 2)
+    if not decode_budget_mb > 0:
+        raise ValueError(f"--decode-budget-mb must be a positive number of megabytes, got {decode_budget_mb}")
+    budget = DecodeBudget(int(decode_budget_mb * 1024 * 1024))
     app = FastAPI(title="ferlab", version=__version__,
                   description="Facial expression recognition: faces and their emotions in a photo.")
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_OVERHEAD, max_upload_mb=max_upload_mb)
@@ -149,20 +180,18 @@ def create_app(
             data = await file.read(limit + 1)
             if len(data) > limit:
                 raise HTTPException(413, f"upload larger than {max_upload_mb:g} MB")
-            try:
-                # Gray is all detection, classification and heatmaps use: a JPEG decodes its
-                # luma only, about a third of the decode time.
-                rgb = await run_in_threadpool(as_rgb_array, data, None, True)
-            except ImageError as e:  # ours: names the size and the limit, nothing internal
-                raise HTTPException(400, f"{_name(file)}: {e}") from e
-            except Exception as e:  # PIL raises several types, with reprs inside: not for clients
-                raise HTTPException(400, f"cannot decode {_name(file)} as an image "
-                                         "(unsupported format or corrupt data)") from e
-            del data
-            if explain:
-                faces = await run_in_threadpool(explained_faces, recognizer, rgb)
-            else:
-                faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
+            cost = _decode_cost(data, file)
+            if cost > budget.total:
+                raise HTTPException(413, f"{_name(file)}: decoding it takes about {cost / 2**20:,.0f} MB, "
+                                         f"over this server's decode budget of {decode_budget_mb:g} MB "
+                                         "(--decode-budget-mb); send a JPEG or a smaller image")
+            async with budget.hold(cost):
+                rgb = await _decode(data, file)
+                del data
+                if explain:
+                    faces = await run_in_threadpool(explained_faces, recognizer, rgb)
+                else:
+                    faces = await run_in_threadpool(recognizer.detect_emotions, rgb)
         return {"faces": faces, "model": description, "width": int(rgb.shape[1]),
                 "height": int(rgb.shape[0])}
 
@@ -171,6 +200,28 @@ def create_app(
         return PAGE.read_text()
 
     return app
+
+
+def _decode_cost(data: bytes, file: UploadFile) -> int:
+    try:
+        return decode_cost(data)
+    except ImageError as e:  # ours: names the size and the limit, nothing internal
+        raise HTTPException(400, f"{_name(file)}: {e}") from e
+    except Exception as e:  # PIL raises several types, with reprs inside: not for clients
+        raise HTTPException(400, f"cannot decode {_name(file)} as an image "
+                                 "(unsupported format or corrupt data)") from e
+
+
+async def _decode(data: bytes, file: UploadFile):
+    try:
+        # Gray is all detection, classification and heatmaps use: a JPEG decodes its
+        # luma only, about a third of the decode time.
+        return await run_in_threadpool(as_rgb_array, data, None, True)
+    except ImageError as e:
+        raise HTTPException(400, f"{_name(file)}: {e}") from e
+    except Exception as e:
+        raise HTTPException(400, f"cannot decode {_name(file)} as an image "
+                                 "(unsupported format or corrupt data)") from e
 
 
 def explained_faces(recognizer: Any, rgb) -> list[dict[str, Any]]:
@@ -227,6 +278,7 @@ SETTINGS_ENV = "FERLAB_SERVE_SETTINGS"  # how `serve --workers N` hands its sett
 
 def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, device: str = "auto",
+          decode_budget_mb: float = DEFAULT_DECODE_BUDGET_MB,
           recognizer: Any = None, cors_origins: Sequence[str] = (),
           trusted_hosts: Sequence[str] = (), workers: int = 1,
           recognizer_options: dict[str, Any] | None = None) -> None:
@@ -238,6 +290,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
         app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer,
+                         decode_budget_mb=decode_budget_mb,
                          cors_origins=cors_origins, trusted_hosts=trusted_hosts)
         uvicorn.run(app, host=host, port=port)
         return
@@ -246,6 +299,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     os.environ[SETTINGS_ENV] = json.dumps({
         "model": None if model is None else str(model), "recognizer": options,
         "max_upload_mb": max_upload_mb, "cors_origins": list(cors_origins),
+        "decode_budget_mb": decode_budget_mb / workers,
         "trusted_hosts": list(trusted_hosts), "max_concurrent": 1})
     uvicorn.run("ferlab.serve:app_from_settings", factory=True, host=host, port=port, workers=workers)
 
@@ -255,5 +309,6 @@ def app_from_settings() -> FastAPI:
     settings = json.loads(os.environ[SETTINGS_ENV])
     recognizer = EmotionRecognizer(settings["model"], **settings["recognizer"])
     return create_app(recognizer=recognizer, max_upload_mb=settings["max_upload_mb"],
+                      decode_budget_mb=settings["decode_budget_mb"],
                       max_concurrent=settings["max_concurrent"], cors_origins=settings["cors_origins"],
                       trusted_hosts=settings["trusted_hosts"])
