@@ -78,3 +78,21 @@ def test_bundled_models_beat_fer_package_on_publictest(tmp_path, model, margin):
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["n"] == 3589
     assert report["accuracy"] > FER_PACKAGE_PUBLICTEST + margin, report["accuracy"]
+
+
+def test_no_shipped_model_carries_a_path_of_the_machine_that_made_it():
+    """Model files travel: their provenance names a run folder and file, or a shipped name."""
+    from ferlab.checkpoint import read_checkpoint
+    from ferlab.export import read_onnx_metadata
+    from ferlab.shipped import WEIGHTS
+
+    for path in sorted(WEIGHTS.iterdir()):
+        if path.suffix == ".pt":
+            ckpt = read_checkpoint(path)
+            sources = [ckpt.get("source")] + [m.get("source") for m in ckpt.get("members") or []]
+        elif path.suffix == ".onnx":
+            sources = [read_onnx_metadata(path).get("source")]
+        else:
+            continue
+        absolute = [s for s in sources if s and (str(s).startswith("/") or ":\\\\" in str(s))]
+        assert not absolute, (path.name, absolute)

@@ -78,7 +78,7 @@ def test_round_trip_metadata_flattening_and_half_precision(members, ens, tmp_pat
     assert [m.tta for m in loaded.model.members] == ["flip", "tencrop", "none"]
     assert [m.temperature for m in loaded.model.members] == [2.0, 1.0, 0.5]
     assert loaded.meta["tta"] == "none" and loaded.class_names == EMOTIONS7
-    assert [r["source"] for r in loaded.meta["members"]] == [str(m) for m in members]
+    assert [r["source"] for r in loaded.meta["members"]] == [f"{m.parent.name}/{m.name}" for m in members]
     assert loaded.description.startswith("ensemble of 3 (vgg, vgg, vgg)")
     # An ensemble given as a member brings its members, not a nested ensemble.
     bigger = build_ensemble([ens, members[0]], tmp_path / "bigger.pt", tta="flip", log=lambda s: None)
@@ -135,6 +135,15 @@ def test_evaluate_reports_each_member_beside_the_ensemble(members, ens, tmp_path
     assert r.exit_code == 0, r.output
     assert "ensemble of 3" in r.output and r.output.count("  member ") == 3
     assert f"accuracy {result['accuracy']:.4f}" in r.output
+    # Members are named by run folder and file (or shipped name), never by the absolute path
+    # they had where the ensemble was built: the file travels, its builder's folders do not.
+    members_lines = [line for line in r.output.splitlines() if line.startswith("  member ")]
+    assert not any(str(tmp_path.parent) in line for line in members_lines), members_lines
+    shipped = runner.invoke(app, ["evaluate", "ensemble", "--data", str(tmp_path / "d.npz"), "--split",
+                                  "PublicTest", "--out", str(tmp_path / "rep2")])
+    lines = [line for line in shipped.output.splitlines() if line.startswith("  member ")]
+    assert shipped.exit_code == 0 and len(lines) == 2 and lines[0].endswith("bundled")
+    assert not any(line.split()[-1].startswith("/") for line in lines), lines
 
 
 def test_ensemble_teaches_predicts_and_explains(ens, tmp_path):

@@ -20,7 +20,7 @@ from torch import nn
 from .files import atomic_path
 from .models import build_model
 from .preprocess import Preprocessing
-from .shipped import bundled_path
+from .shipped import bundled_path, portable_source
 
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
@@ -142,7 +142,7 @@ def slim_checkpoint(path: str | Path, out: str | Path, tta: str | None = None) -
     """
     ckpt = read_checkpoint(path)
     slim = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "history")}
-    slim["source"] = str(resolve_checkpoint(path))
+    slim["source"] = portable_source(resolve_checkpoint(path))
     if tta is not None:
         slim["tta"] = tta
     save_checkpoint(slim, out)

@@ -36,6 +36,7 @@ from .files import check_writable
 from .inference import check_tta, predict_proba
 from .models import build_model
 from .models.ensemble import Ensemble
+from .shipped import portable_source
 from .tta import VIEW_COUNT, VIEWS_PER_BATCH, faces_per_batch
 
 
@@ -62,7 +63,7 @@ def _parts(loaded: LoadedModel, tta: str | None, temperature: float) -> list[_Pa
     args = {k: v for k, v in loaded.meta["model"]["args"].items() if k != "pretrained"}
     spec = {"name": loaded.meta["model"]["name"], "args": args,
             "tta": tta or loaded.meta.get("tta", "none"), "temperature": temperature}
-    record = {"source": str(loaded.path), "model": loaded.meta["model"]["name"],
+    record = {"source": portable_source(loaded.path), "model": loaded.meta["model"]["name"],
               "epoch": loaded.meta.get("epoch"),
               "val_accuracy": (loaded.meta.get("metrics") or {}).get("val_accuracy"),
               "val_split": loaded.meta.get("val_split")}

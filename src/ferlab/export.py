@@ -33,6 +33,7 @@ from .data import TRAIN_SPLIT, load_dataset, stratified_subset
 from .files import atomic_path, check_writable
 from .inference import check_tta
 from .preprocess import Preprocessing, preprocess
+from .shipped import portable_source
 
 
 def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
@@ -58,7 +59,7 @@ def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:
             "preprocessing": loaded.preprocessing.to_dict(),
             "tta": loaded.meta.get("tta", "none"),
             "model": loaded.meta.get("model", {}).get("name"),
-            "source": str(loaded.path),
+            "source": portable_source(loaded.path),
         }
         members = getattr(loaded.model, "members", ())
         if members:  # an ensemble graph runs every member's views: inference batches count them

@@ -81,6 +81,17 @@ def bundled_path(name: str | Path) -> Path | None:
     return path
 
 
+def portable_source(path: str | Path) -> str:
+    """How a file a model was made from is named inside the model: a shipped model by its
+    name, anything else as FOLDER/FILE. Never the absolute path: model files travel, and
+    every user of one would see the folders of the machine that made it."""
+    path = Path(path)
+    for name, shipped in BUNDLED_NAMES.items():
+        if path.resolve() == shipped.resolve():
+            return name
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def is_shipped(path: str | Path) -> bool:
     """True for a file inside the package's weights folder (never write reports there)."""
     return Path(path).resolve().parent == WEIGHTS.resolve()
