@@ -100,6 +100,12 @@ class DecodeBudget:
         self.total, self.used = total, 0
         self._free = asyncio.Condition()
 
+    @classmethod
+    def megabytes(cls, mb: float) -> DecodeBudget:
+        if not mb > 0:
+            raise ValueError(f"--decode-budget-mb must be a positive number of megabytes, got {mb}")
+        return cls(int(mb * 1024 * 1024))
+
     @contextlib.asynccontextmanager
     async def hold(self, cost: int):
         async with self._free:
@@ -142,9 +148,7 @@ def create_app(
     # One decode + classification per core at a time: more would only queue inside torch,
     # each holding a decoded image in memory.
     slots = asyncio.Semaphore(max_concurrent or os.cpu_count() or 2)
-    if not decode_budget_mb > 0:
-        raise ValueError(f"--decode-budget-mb must be a positive number of megabytes, got {decode_budget_mb}")
-    budget = DecodeBudget(int(decode_budget_mb * 1024 * 1024))
+    budget = DecodeBudget.megabytes(decode_budget_mb)
     app = FastAPI(title="ferlab", version=__version__,
                   description="Facial expression recognition: faces and their emotions in a photo.")
     app.add_middleware(BodyLimit, limit=limit + MULTIPART_OVERHEAD, max_upload_mb=max_upload_mb)
