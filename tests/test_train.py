@@ -210,3 +210,14 @@ def test_a_second_train_into_a_busy_run_folder_is_refused(tmp_path):
             train(cfg, tmp_path / "run", data=make_data(), log=lambda _: None)
     train(cfg, tmp_path / "run", data=make_data(), log=lambda _: None)
     assert (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / ".ferlab.lock").exists()
+
+
+def test_training_on_the_split_auto_validation_would_pick_is_refused(tmp_path):
+    """data.train_split=PublicTest with the default val_split: 'auto' found PublicTest and
+    the run validated (and chose its best epoch) on its own training images."""
+    from ferlab.config import ConfigError
+
+    cfg = load_config(None, [*TINY_MODEL, "train.epochs=1", "data.train_split=PublicTest"])
+    with pytest.raises(ConfigError, match="also data.train_split"):
+        train(cfg, tmp_path / "run", data=make_data(), log=lambda _: None)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data import (
     VAL_SPLITS,
     DataError,
@@ -94,6 +94,10 @@ def prepare_data(
             f"{cfg.data.holdout:g}, stratified, fixed by train.seed)")
     else:
         val_name = select_split(data, cfg.data.val_split, VAL_SPLITS, "validation")
+        if val_name == data.resolve_split(cfg.data.train_split):  # 'auto' found the training split
+            raise ConfigError(f"data.val_split {cfg.data.val_split!r} selects {val_name!r}, which is also "
+                              f"data.train_split: validating on the training images would choose the "
+                              f"best epoch blind; name another split with data.val_split")
         val = data.split(val_name).labeled()
     if cfg.data.limit is not None:
         chosen = stratified_subset(train.labels, cfg.data.limit, cfg.train.seed)
