@@ -87,15 +87,6 @@ def crop_box(shape: tuple[int, ...], box: FaceBox, rule: CropRule) -> FaceBox:
     return FaceBox(x0, y0, x1 - x0, y1 - y0)
 
 
-def crop_bounds(shape: tuple[int, ...], box: FaceBox, margin: float = 0.1) -> FaceBox:
-    """The box grown by `margin` of its size on each side, clipped to an image of `shape`."""
-    dx, dy = int(box.w * margin), int(box.h * margin)
-    h, w = shape[:2]
-    x0, y0 = max(0, box.x - dx), max(0, box.y - dy)
-    x1, y1 = min(w, box.x + box.w + dx), min(h, box.y + box.h + dy)
-    return FaceBox(x0, y0, x1 - x0, y1 - y0)
-
-
 def check_min_size(min_size: float) -> None:
     if not 0 < min_size <= 1:
         raise ValueError(f"min face size must be a share of the image's shorter side in (0, 1], "
