@@ -55,3 +55,17 @@ def real_zip_or_skip() -> Path:
     if not REAL_ZIP.exists():
         pytest.skip(f"real FER2013 data not found at {REAL_ZIP} (shared/data is absent here)")
     return REAL_ZIP
+
+
+def child_pids(pid: int) -> list[int]:
+    """The PIDs of `pid`'s children (Linux /proc; empty elsewhere)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, make_data
+from conftest import TINY_MODEL, child_pids, make_data, running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -222,11 +222,6 @@ def test_resume_extends_a_finished_one_cycle_run_and_refuses_to_shorten_it(tmp_p
     assert history[-1]["lr"] < history[2]["lr"]  # the longer cycle anneals again to its end
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in path.read_text().split()] if path.exists() else []
-
-
 def test_sweep_workers_end_with_a_killed_parent(tmp_path):
     if not Path("/proc/self/task").exists():
         pytest.skip("no /proc here: child processes cannot be listed")
@@ -240,26 +235,21 @@ def test_sweep_workers_end_with_a_killed_parent(tmp_path):
     workers: list[int] = []
     deadline = time.time() + 60
     while time.time() < deadline and len(workers) < 2:
-        workers = [c for c in _children(parent.pid)
+        workers = [c for c in child_pids(parent.pid)
                    if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
         time.sleep(0.2)
     parent.send_signal(signal.SIGKILL)
     parent.wait(timeout=10)
     assert len(workers) == 2, "the workers never started"
     deadline = time.time() + 15
-    while time.time() < deadline and any(Path(f"/proc/{w}").exists() and _state(w) != "Z" for w in workers):
+    while time.time() < deadline and any(running(w) for w in workers):
         time.sleep(0.2)
-    alive = [w for w in workers if Path(f"/proc/{w}").exists() and _state(w) != "Z"]
+    alive = [w for w in workers if running(w)]
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, "workers outlived their killed parent"
 
 
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
 
 
 def test_sweep_failing_points_unknown_keys_and_all_failed(tmp_path):

@@ -7,9 +7,10 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL, make_data
+from conftest import TINY_MODEL, child_pids, make_data, running
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -156,6 +157,7 @@ def test_page_in_headless_chromium(model_dir, tmp_path):
         thread.join(timeout=10)
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to list workers")
 def test_workers_serve_from_separate_processes_and_bad_counts_are_refused():
     import subprocess
     import sys
@@ -183,9 +185,21 @@ def test_workers_serve_from_separate_processes_and_bad_counts_are_refused():
             r = httpx.post(f"http://127.0.0.1:{port}/api/predict", timeout=30,
                            files={"file": ("a.jpg", photo, "image/jpeg")})
             assert r.status_code == 200 and r.json()["faces"][0]["emotion"] == "happy"
-    finally:
-        server.terminate()
+        # kill -9 of the parent: its workers must not go on serving the port
+        workers = child_pids(server.pid)
+        assert len(workers) >= 2, workers
+        server.kill()
         server.wait(timeout=30)
+        deadline = time.time() + 20
+        while any(running(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(running(pid) for pid in workers), "workers outlived their killed parent"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
     from typer.testing import CliRunner
 
     from ferlab.cli import app

@@ -20,7 +20,7 @@ from torch import nn
 from .files import atomic_path
 from .models import build_model
 from .preprocess import Preprocessing
-from .shipped import bundled_path, portable_source
+from .shipped import bundled_path, is_shipped, portable_source
 
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
@@ -107,12 +107,96 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a ferlab checkpoint")
-    if ckpt.get("version", 0) > VERSION:
+    if not isinstance(ckpt.get("version", 0), int) or ckpt.get("version", 0) > VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint version {ckpt['version']} is newer than this ferlab reads "
+            f"{path}: checkpoint version {ckpt.get('version')!r} is newer than this ferlab reads "
             f"({VERSION}); upgrade ferlab"
         )
+    check_checkpoint(ckpt, path)
     return ckpt
+
+
+# What a checkpoint from elsewhere may ask for before anything is allocated: the largest
+# shipped or recipe model has ~14 M parameters and ~1 GFLOP per face; these leave room
+# for ImageNet-sized networks and refuse the absurd (a terabyte of filters).
+MAX_PARAMETERS = 500_000_000
+MAX_GFLOPS_PER_FACE = 200.0
+MAX_CLASSES = 1000
+
+
+def _field_error(path: Path, field: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{path}: field {field}: {why}")
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Check a checkpoint's structure, preprocessing, classes, the cost of the architecture
+    it asks for and the shapes of its weights - before any real tensor is allocated.
+
+    The network is built on PyTorch's "meta" device (shapes only, no memory), counted, run
+    once on a meta face for its cost and output width, and its weight shapes are compared
+    with the file's. Every failure is one CheckpointError naming the file and the field."""
+    path = Path(path)
+    spec = ckpt.get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) \
+            or not isinstance(spec.get("args", {}), dict):
+        raise _field_error(path, "model", "missing, or not a mapping with a name and args")
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise _field_error(path, "state_dict", "missing, or not a mapping of names to tensors")
+    names = ckpt.get("class_names")
+    if not isinstance(names, (list, tuple)) or not 2 <= len(names) <= MAX_CLASSES \
+            or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise _field_error(path, "class_names", f"must be 2 to {MAX_CLASSES} distinct names")
+    try:
+        pp = Preprocessing.from_dict(ckpt.get("preprocessing"))
+    except (TypeError, ValueError) as e:
+        raise _field_error(path, "preprocessing", str(e)) from e
+    _check_architecture(spec, state, len(names), pp.image_size, path)
+
+
+def _check_architecture(spec: dict[str, Any], state: dict[str, torch.Tensor], classes: int,
+                        size: int, path: Path) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models.registry import ModelConfigError
+
+    args = {k: v for k, v in spec.get("args", {}).items() if k != "pretrained"}
+    try:
+        with torch.device("meta"):
+            net = build_model(spec["name"], **args)
+    except (ModelConfigError, TypeError, ValueError) as e:
+        raise _field_error(path, "model", str(e)) from e
+    count = sum(p.numel() for p in net.parameters())
+    if count > MAX_PARAMETERS:
+        raise _field_error(path, "model", f"{spec['name']} with these args has {count:,} parameters, "
+                                          f"more than the {MAX_PARAMETERS:,} ferlab loads")
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        what = (f"missing {', '.join(missing[:3])}" if missing else "") + \
+               ("; " if missing and unexpected else "") + \
+               (f"unexpected {', '.join(unexpected[:3])}" if unexpected else "")
+        raise _field_error(path, "state_dict", f"does not match {spec['name']}: {what}")
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise _field_error(path, f"state_dict.{key}", f"shape {tuple(state[key].shape)}, "
+                                                          f"{spec['name']} needs {tuple(tensor.shape)}")
+    if is_shipped(path):
+        return  # the package's own files: their cost is known, and a first meta run costs ~1 s
+    try:
+        with FlopCounterMode(display=False) as flops, torch.no_grad():
+            out = net.eval()(torch.zeros(1, 1, size, size, device="meta"))
+    except (RuntimeError, NotImplementedError, ValueError):
+        return  # an op without a meta kernel: the shapes above were the check that mattered
+    gflops = flops.get_total_flops() / 1e9
+    if gflops > MAX_GFLOPS_PER_FACE:
+        raise _field_error(path, "model", f"{spec['name']} costs {gflops:,.0f} GFLOP per face, more "
+                                          f"than the {MAX_GFLOPS_PER_FACE:,.0f} ferlab runs")
+    if out.ndim != 2 or out.shape[1] != classes:
+        raise _field_error(path, "class_names", f"{classes} names but the network has "
+                                                f"{out.shape[1] if out.ndim == 2 else '?'} outputs")
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

@@ -7,7 +7,7 @@ no longer running (or older than a day). A full disk or a folder that cannot be
 written is one `WriteError` naming the file and the reason. `folder_lock` keeps one
 writer per folder (a training run's).
 
-Depends on: the standard library.
+Depends on: processes; the standard library.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .processes import alive
+
 _TEMP = re.compile(r"^\..*\.tmp-(\d+)-[A-Za-z0-9_]{8}(\.[^/]*)?$")
 STALE_SECONDS = 24 * 3600
 _cleaned: set[Path] = set()  # folders already swept by this process
@@ -32,16 +34,6 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def clean_stale_temps(folder: str | Path) -> list[Path]:
@@ -60,7 +52,7 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
         pid = int(match.group(1))
         try:
             old = now - entry.stat().st_mtime > STALE_SECONDS
-            if (pid != os.getpid() and not _alive(pid)) or old:
+            if (pid != os.getpid() and not alive(pid)) or old:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except OSError:

@@ -39,8 +39,25 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __post_init__(self):
+        # A checkpoint from elsewhere can carry any numbers: a zero std divides by zero.
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) \
+                or not 8 <= self.image_size <= 1024:
+            raise ValueError(f"image_size must be a whole number from 8 to 1024, got {self.image_size!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not self.std > 0:
+            raise ValueError(f"std must be positive, got {self.std!r}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        if not isinstance(d, dict):
+            raise ValueError(f"must be a mapping of image_size, mean and std, got {type(d).__name__}")
+        unknown = sorted(set(d) - {"image_size", "mean", "std"})
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
         return cls(**d)
 
 

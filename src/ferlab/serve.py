@@ -22,7 +22,8 @@ requests for other Host headers.
                        a "show heatmap" toggle per face)
     GET  /docs         -> OpenAPI docs
 
-Depends on: recognizer (the model), preprocess (the one image decoder), explain (heatmaps);
+Depends on: recognizer (the model), preprocess (the one image decoder), explain (heatmaps),
+processes (workers end with the parent);
 FastAPI, uvicorn.
 """
 
@@ -45,6 +46,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
 from .preprocess import ImageError, as_rgb_array, decode_cost
+from .processes import die_with_parent
 from .recognizer import EmotionRecognizer
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -304,13 +306,14 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
         "model": None if model is None else str(model), "recognizer": options,
         "max_upload_mb": max_upload_mb, "cors_origins": list(cors_origins),
         "decode_budget_mb": decode_budget_mb / workers,
-        "trusted_hosts": list(trusted_hosts), "max_concurrent": 1})
+        "trusted_hosts": list(trusted_hosts), "max_concurrent": 1, "parent": os.getpid()})
     uvicorn.run("ferlab.serve:app_from_settings", factory=True, host=host, port=port, workers=workers)
 
 
 def app_from_settings() -> FastAPI:
     """The app of one `serve --workers N` worker process, from the settings its parent left."""
     settings = json.loads(os.environ[SETTINGS_ENV])
+    die_with_parent(settings["parent"])  # a parent killed with -9 must not leave us on the port
     recognizer = EmotionRecognizer(settings["model"], **settings["recognizer"])
     return create_app(recognizer=recognizer, max_upload_mb=settings["max_upload_mb"],
                       decode_budget_mb=settings["decode_budget_mb"],

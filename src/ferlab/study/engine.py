@@ -40,6 +40,7 @@ from ..config import Config, ConfigError, apply_overrides
 from ..data import load_dataset
 from ..files import atomic_write_text, check_writable
 from ..models.registry import ModelConfigError, check_model_args
+from ..processes import die_with_parent
 from ..training import train
 from .spec import Stage, SweepError, SweepSpec, describe, fit_filters, overrides, point_label
 
@@ -279,26 +280,8 @@ def worker(spec: SweepSpec, threads: int | None = None, log: Callable[[str], Non
     stage_bases(spec, storage, data, log, run=True)
 
 
-def _die_with_parent(parent: int) -> None:
-    """End this worker when the process that started it is gone (even after kill -9)."""
-    try:  # Linux: the kernel sends SIGTERM the moment the parent dies
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-    def watch() -> None:  # everywhere else (and a parent that died before prctl): poll
-        while os.getppid() == parent:
-            time.sleep(1)
-        os._exit(3)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _worker_entry(spec: SweepSpec, threads: int, number: int, parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     worker(spec, threads, log=lambda s: print(f"[worker {number}] {s}", flush=True))
 
 
