@@ -514,3 +514,102 @@ def test_a_zip_member_lying_about_its_size_is_refused_without_inflating_it(tmp_p
                          text=True, check=True).stdout.splitlines()
     assert "Training_1.png" in out[0] and "not what its header says" in out[0]
     assert int(out[-1]) < 64, f"{out[-1]} MB more at the peak"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real (tiny) ferlab checkpoint to damage in the tests below."""
+    from ferlab.checkpoint import checkpoint_dict
+    from ferlab.labels import EMOTIONS
+    from ferlab.models import build_model
+    from ferlab.preprocess import Preprocessing
+
+    args = {"block_num": 2, "layer_num": 1, "filters_in_each_block": [8, 16]}
+    ckpt = checkpoint_dict(build_model("seed_cnn", **args), model_name="seed_cnn", model_args=args,
+                           class_names=EMOTIONS, preprocessing=Preprocessing(), epoch=1, metrics={})
+    path = tmp_path_factory.mktemp("ckpt") / "good.pt"
+    save_checkpoint(ckpt, path)
+    return path
+
+
+def _damaged(good: Path, tmp_path: Path, change) -> Path:
+    import torch
+
+    ckpt = torch.load(good, weights_only=True)
+    change(ckpt)
+    path = tmp_path / "damaged.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+def _pop(key):
+    return lambda c: c.pop(key)
+
+
+def _set(path, value):
+    def change(c):
+        *parents, last = path
+        for p in parents:
+            c = c[p]
+        c[last] = value
+    return change
+
+
+@pytest.mark.parametrize("change, field", [
+    (_pop("model"), "field model"),
+    (_set(("model",), "seed_cnn"), "field model"),
+    (_pop("state_dict"), "field state_dict"),
+    (_set(("class_names",), ["happy"]), "field class_names"),
+    (_set(("class_names",), ["a", "b", "c"]), "field class_names: 3 names but the network has 7"),
+    (_set(("preprocessing", "std"), 0.0), "field preprocessing: std must be positive"),
+    (_set(("preprocessing", "mean"), float("nan")), "field preprocessing: mean must be a finite"),
+    (_set(("preprocessing", "image_size"), 10**6), "field preprocessing: image_size"),
+    (_set(("model", "args", "filters_in_each_block"), [8, 100_000_000]), "parameters, more than"),
+    (_set(("model", "args", "kernel_size"), 5),
+     "field state_dict.0.weight: shape (8, 1, 3, 3), seed_cnn needs (8, 1, 5, 5)"),
+    (_set(("model", "args", "block_num"), 3), "field model"),
+    (_set(("model", "name"), "nonesuch"), "unknown model 'nonesuch'"),
+])
+def test_damaged_or_foreign_checkpoints_are_one_error_line_naming_the_field(tiny_checkpoint, tmp_path,
+                                                                            change, field):
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+
+    bad = _damaged(tiny_checkpoint, tmp_path, change)
+    for command in (["evaluate", str(bad), "--data", "nothing.npz"], ["export", str(bad), "-o",
+                                                                      str(tmp_path / "m.onnx")]):
+        out = CliRunner().invoke(app, command)
+        assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+        assert f"{bad}:" in out.output and field in out.output, out.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_architecture_that_asks_for_terabytes_is_refused_before_allocation(tiny_checkpoint, tmp_path):
+    """Few parameters, absurd activations: a 1x1 conv to 65,536 channels on 1024x1024 faces
+    would need ~256 GB per face; the meta-device run refuses it by its cost (and the test's
+    memory stays small, so nothing was allocated)."""
+    import resource
+
+    import torch
+
+    from ferlab.checkpoint import CheckpointError, checkpoint_dict
+    from ferlab.labels import EMOTIONS
+    from ferlab.models import build_model
+    from ferlab.preprocess import Preprocessing
+
+    args = {"block_num": 1, "layer_num": 2, "filters_in_each_block": [4096], "kernel_size": 1,
+            "pool_size": 512, "strides": 512, "input_size": 1024}
+    with torch.device("meta"):
+        meta = build_model("seed_cnn", **args)
+    state = {k: torch.zeros(v.shape) for k, v in meta.state_dict().items()}  # ~17 M weights
+    ckpt = checkpoint_dict(torch.nn.Module(), model_name="seed_cnn", model_args=args,
+                           class_names=EMOTIONS, preprocessing=Preprocessing(image_size=1024),
+                           epoch=1, metrics={})
+    ckpt["state_dict"] = state
+    path = tmp_path / "huge.pt"
+    save_checkpoint(ckpt, path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CheckpointError, match=r"huge.pt: field model: seed_cnn costs .* GFLOP per face"):
+        read_checkpoint(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024  # KB: < 512 MB
