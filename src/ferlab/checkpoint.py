@@ -82,8 +82,20 @@ def checkpoint_dict(
 
 
 def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    # torch.save given a path turns a full disk into a bare RuntimeError from its C++ writer;
+    # given a Python file, the OSError (ENOSPC, EIO, ...) reaches atomic_path, which names the file.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        try:
+            torch.save(ckpt, f)
+        except RuntimeError as e:
+            # The writer's clean-up after a failed write raises its own RuntimeError over the
+            # OSError that caused it: surface the disk's answer, not the C++ assertion.
+            cause = e.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise cause from e
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
