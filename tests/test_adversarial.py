@@ -651,3 +651,33 @@ def test_a_really_full_disk_is_one_error_line_for_checkpoints_exports_and_ensemb
         errors = [line for line in out.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and f"{name}: no space left on the disk" in errors[0], out.output
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_outputs_never_overwrite_the_inputs_they_are_made_from(tiny_checkpoint, tmp_path):
+    """A slim export, an ensemble or a cache written over its own input (by any path, a
+    symlink included) is refused before anything is read or written; the input stays whole."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ferlab.cli import app
+    from ferlab.data import save_cache
+
+    model = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, model)
+    (tmp_path / "link.pt").symlink_to(model)
+    cache = tmp_path / "faces.npz"
+    save_cache(make_data(70, 35), cache)
+    before = {p: p.read_bytes() for p in (model, cache)}
+    for command, name in [
+        (["export", str(model), "-o", str(model)], "model.pt"),
+        (["export", str(tmp_path / "link.pt"), "-o", str(model)], "model.pt"),
+        (["ensemble", str(model), str(tiny_checkpoint), "-o", str(tmp_path / "link.pt")], "link.pt"),
+        (["prepare", str(cache), "-o", str(cache)], "faces.npz"),
+    ]:
+        out = CliRunner().invoke(app, command)
+        assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+        assert f"{name}: the" in out.output and "would overwrite its input" in out.output, out.output
+    assert {p: p.read_bytes() for p in (model, cache)} == before
+    out = CliRunner().invoke(app, ["export", str(model), "-o", str(tmp_path / "slim.pt")])
+    assert out.exit_code == 0, out.output  # another path is fine

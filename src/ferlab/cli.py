@@ -80,8 +80,9 @@ def prepare(
 
     if out.suffix != ".npz":
         _fail(f"{out}: the cache must be a .npz file")
-    from .files import check_writable
+    from .files import check_writable, refuse_overwriting_inputs
 
+    _run(refuse_overwriting_inputs, out, [source, votes], "cache")
     _run(check_writable, out.parent)  # before a long read, not after it
     data, report = _run(load_dataset, source, skip_bad=skip_bad, split_name=split_name,
                         progress=sys.stderr.isatty(), classes=classes, votes=votes, unlabeled=True)

@@ -32,7 +32,7 @@ import torch
 
 from .checkpoint import CheckpointError, LoadedModel, checkpoint_dict, save_checkpoint
 from .classifier import Classifier, TorchClassifier, load_classifier, require_torch
-from .files import check_writable
+from .files import check_writable, refuse_overwriting_inputs
 from .inference import check_tta, predict_proba
 from .models import build_model
 from .models.ensemble import Ensemble
@@ -101,6 +101,7 @@ def build_ensemble(
     check_writable(out.parent)  # before every member is loaded
     classifiers = [require_torch(load_classifier(r, device="cpu", precision="fp32"), "an ensemble")
                    for r in refs]
+    refuse_overwriting_inputs(out, [c.path for c in classifiers], "ensemble")
     for other in classifiers[1:]:
         _check_compatible(classifiers[0], other)
     parts = [p for c in classifiers for p in _parts(c.loaded, tta, c.temperature)]

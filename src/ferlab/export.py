@@ -30,7 +30,7 @@ from .checkpoint import LoadedModel, slim_checkpoint
 from .classifier import ONNX_METADATA_KEY as METADATA_KEY
 from .classifier import load_classifier, require_torch
 from .data import TRAIN_SPLIT, load_dataset, stratified_subset
-from .files import atomic_path, check_writable
+from .files import atomic_path, check_writable, refuse_overwriting_inputs
 from .inference import check_tta
 from .preprocess import Preprocessing, preprocess
 from .shipped import portable_source
@@ -165,6 +165,7 @@ def export_model(
                          "(a cache or source of faces)")
     check_writable(out.parent)  # before the model loads and calibration runs
     loaded = require_torch(load_classifier(ref, device="cpu", precision="fp32"), "export").loaded
+    refuse_overwriting_inputs(out, [loaded.path, calibration_data], "export")
     if check_tta(tta, "--tta") is not None:
         loaded.meta["tta"] = tta
     if out.suffix in (".pt", ".pth"):

@@ -91,6 +91,28 @@ def check_writable(folder: str | Path) -> None:
         raise write_failure(folder, e) from e
 
 
+class OverwritesInput(ValueError):
+    """An output path that names one of the inputs it is made from."""
+
+
+def refuse_overwriting_inputs(out: str | Path, inputs, what: str = "output") -> None:
+    """Refuse an output that is one of its own inputs (the same file by any path or link):
+    the atomic rename would replace the user's original with what was derived from it."""
+    out = Path(out)
+    if not out.exists():
+        return
+    for item in inputs:
+        if item is None or not Path(item).exists():
+            continue
+        try:
+            same = os.path.samefile(out, item)
+        except OSError:
+            continue
+        if same:
+            raise OverwritesInput(f"{out}: the {what} would overwrite its input {item}; "
+                                  "choose another path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success rename it over `path`, else delete it.
