@@ -681,3 +681,33 @@ def test_outputs_never_overwrite_the_inputs_they_are_made_from(tiny_checkpoint, 
     assert {p: p.read_bytes() for p in (model, cache)} == before
     out = CliRunner().invoke(app, ["export", str(model), "-o", str(tmp_path / "slim.pt")])
     assert out.exit_code == 0, out.output  # another path is fine
+
+
+def test_ctrl_c_during_training_is_one_line_naming_the_command_that_continues(tmp_path):
+    """SIGINT after an epoch has finished: exit 130, one `error:` line whose command resumes
+    the run (it is run here and finishes the remaining epochs)."""
+    import shlex
+
+    from ferlab.data import save_cache
+
+    cache = tmp_path / "d.npz"
+    save_cache(make_data(700, 70), cache)
+    run = tmp_path / "run one"
+    cmd = [sys.executable, "-m", "ferlab", "train", "--data", str(cache), "--out", str(run),
+           "--epochs", "8", *TINY_MODEL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith(f"error: interrupted; {run} keeps its last finished epoch; "
+                                "continue with: ferlab train")
+    resume = shlex.split(errors[0].split("continue with: ", 1)[1])
+    assert resume[-1] == "--resume" and str(run) in resume
+    done = subprocess.run([sys.executable, "-m", *resume], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "epoch   8/8" in done.stdout + done.stderr

@@ -41,12 +41,32 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ValueError, FileNotFoundError, WriteError)
 
 
+# What to tell a user who presses Ctrl-C: set by a command before its long work (a callable,
+# so that it can look at what was finished by then). Every write is atomic, so an interrupt
+# never leaves a half-written file; the line only has to say how to go on.
+_interrupt_hint = [lambda: "nothing was left half-written; run the same command again"]
+
+
+def _on_interrupt(hint) -> None:
+    _interrupt_hint[0] = hint
+
+
+def _command_line(*extra: str) -> str:
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a not in extra]
+    return shlex.join(["ferlab", *args, *extra])
+
+
 def _run(fn, *args, **kwargs):
-    """Call a library function; its expected failures become one clear line and exit code 2."""
+    """Call a library function; its expected failures become one clear line and exit code 2,
+    Ctrl-C one line saying how to continue and exit code 130."""
     try:
         return fn(*args, **kwargs)
     except _user_errors() as e:
         _fail(str(e))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; {_interrupt_hint[0]()}", 130)
 
 
 def _version(value: bool) -> None:
@@ -132,7 +152,19 @@ def train(
     if resume and out is None:
         _fail("--resume needs the run folder to continue: pass --out RUN_DIR")
     name = Path(config).stem if config else None
+    if out is None:
+        from .training import default_run_dir
+
+        out = default_run_dir(cfg, name)
+    _on_interrupt(lambda: _train_hint(out))
     _run(run_training, cfg, out, resume=resume, progress=sys.stderr.isatty(), run_name=name)
+
+
+def _train_hint(out: Path) -> str:
+    if not (out / "last.pt").exists():
+        return f"no epoch had finished in {out}; run the same command again to start over"
+    args = [] if any(a == "--out" or a.startswith("--out=") for a in sys.argv) else ["--out", str(out)]
+    return f"{out} keeps its last finished epoch; continue with: {_command_line(*args, '--resume')}"
 
 
 @app.command()
@@ -155,6 +187,7 @@ def speedrun(
     if resume and out is None:
         _fail("--resume needs the run folder to continue: pass --out RUN_DIR")
     out = out or default_run_dir(cfg, "speedrun")
+    _on_interrupt(lambda: _train_hint(out))
     _run(run_speedrun, cfg, budget_minutes, out, resume=resume, progress=sys.stderr.isatty())
 
 
@@ -196,6 +229,8 @@ def sweep(
     name = name or preset or "study"
     spec = SweepSpec(base, stages, study or Path("studies") / name, seeds=seeds, storage=storage,
                      name=name, prune=prune, carry_forward=bool(preset))
+    _on_interrupt(lambda: f"the finished trials are kept in {spec.study_dir}; run the same command "
+                          "to continue the study where it stopped")
     _run(run_sweep, spec, workers)
     _run(write_report, spec, typer.echo)
 
