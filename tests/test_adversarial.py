@@ -711,3 +711,35 @@ def test_ctrl_c_during_training_is_one_line_naming_the_command_that_continues(tm
     done = subprocess.run([sys.executable, "-m", *resume], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "epoch   8/8" in done.stdout + done.stderr
+
+
+def test_caches_are_checked_before_their_arrays_are_inflated(tmp_path, monkeypatch):
+    """Labels outside the class range, a header that claims more than its member holds, and a
+    cache larger than the free memory: each one error naming the file (and row or array)."""
+    import zipfile
+
+    from ferlab.data import FerData, load_cache, save_cache
+    from ferlab.data import cache as cache_module
+
+    data = make_data(70, 35)
+    labels = data.labels.copy()
+    labels[5] = 9
+    bad_labels = tmp_path / "labels.npz"
+    save_cache(FerData(data.images, labels, data.splits, data.ids), bad_labels)
+    with pytest.raises(DataError, match=r"labels.npz: labels: row 5 \(\w+\) has label 9, outside 0-6"):
+        load_cache(bad_labels)
+
+    liar = tmp_path / "liar.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (10**9, 48, 48)})
+    with zipfile.ZipFile(liar, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("images.npy", header.getvalue() + b"\0" * 1000)
+    with pytest.raises(DataError, match=r"liar.npz: array images.npy claims 2,304,000,000,000 bytes"):
+        load_cache(liar)
+
+    good = tmp_path / "good.npz"
+    save_cache(data, good)
+    monkeypatch.setattr(cache_module, "_available_bytes", lambda: 100_000)
+    with pytest.raises(DataError, match=r"good.npz: its arrays take [0-9.]+ GB in memory, more than"):
+        load_cache(good)
