@@ -80,22 +80,29 @@ def test_unknown_or_fer_folders_name_the_way_out(tmp_path):
 def test_bare_class_folders_get_a_stratified_holdout(tmp_path):
     root = write_own_folders(tmp_path / "own", n_per_split=(140,), splits=())
     cfg = load_config(None, [*TINY_VGG, "train.epochs=1", f"data.source={root}",
-                             "data.classes=folders", "data.holdout=0.25"])
+                             "data.classes=folders", "data.holdout=0.4"])
     lines = []
     train(cfg, tmp_path / "run", log=lines.append)
-    assert any("holding out 35 of 140 Training images" in s for s in lines)
+    assert any("holding out 56 of 140 Training images" in s for s in lines)
     ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["val_split"] == "holdout-Training"
     assert ckpt["class_names"] == ["negative", "neutral", "positive"]
-    # `ferlab evaluate RUN --data FOLDERS` scores the same 35 held-out faces again (there is
+    # `ferlab evaluate RUN --data FOLDERS` scores the same 56 held-out faces again (there is
     # no evaluation split to find in bare class folders), and gets the run's own accuracy.
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run" / "best.pt"), "--data", str(root),
                                  "--json", "--tta", "none"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.output.strip().splitlines()[-1])
-    assert result["split"] == "holdout-Training" and result["n"] == 35
+    assert result["split"] == "holdout-Training" and result["n"] == 56
     best = read_checkpoint(tmp_path / "run" / "best.pt")
     assert abs(result["accuracy"] - best["metrics"]["val_accuracy"]) < 1e-6
+    # `ferlab calibrate RUN --data FOLDERS` fits on the same held-out faces as training did.
+    r = CliRunner().invoke(app, ["calibrate", str(tmp_path / "run" / "best.pt"), "--data", str(root),
+                                 "-o", str(tmp_path / "calibrated.pt")])
+    assert r.exit_code == 0, r.output
+    again = read_checkpoint(tmp_path / "calibrated.pt")["calibration"]
+    assert again["split"] == "holdout-Training" and again["n"] == best["calibration"]["n"] == 56
+    assert abs(again["temperature"] - best["calibration"]["temperature"]) < 1e-3
 
 
 def test_a_few_dozen_faces_train_for_a_few_epochs(tmp_path, parent):
@@ -106,6 +113,12 @@ def test_a_few_dozen_faces_train_for_a_few_epochs(tmp_path, parent):
                                  "--epochs", "5", "--out", str(tmp_path / "few-run"), "train.precision=fp32"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "few-run" / "best.pt").is_file()
+    # A temperature fitted on a handful of held-out faces would be noise: training says it
+    # left the run uncalibrated, and `ferlab calibrate` refuses with the reason.
+    assert "not calibrated: 5 validation faces are too few" in r.output
+    assert "calibration" not in read_checkpoint(tmp_path / "few-run" / "best.pt")
+    r = CliRunner().invoke(app, ["calibrate", str(tmp_path / "few-run"), "--data", str(root)])
+    assert r.exit_code == 2 and "holdout-Training: 5 labelled faces are too few" in r.output, r.output
 
 
 def test_init_replaces_the_head_and_head_mode_freezes_the_rest(tmp_path, parent):

@@ -298,10 +298,17 @@ def run_holdout(classifier: Classifier, data: FerData) -> tuple[FerData, str] | 
 
 # --------------------------------------------------------------------------- calibration
 
+# One temperature fitted on a handful of faces is noise; under this many, training leaves a
+# run uncalibrated (and says so) and `ferlab calibrate` refuses.
+MIN_CALIBRATION_FACES = 50
+
 
 def calibrate_classifier(classifier: Any, images: np.ndarray, labels: np.ndarray, *, split: str,
                          tta: str | None = None) -> dict[str, Any]:
     """Fit a classifier's temperature on labelled faces with its own (or the given) TTA."""
+    if len(labels) < MIN_CALIBRATION_FACES:
+        raise ValueError(f"split {split}: {len(labels)} labelled faces are too few to fit a confidence "
+                         f"temperature (at least {MIN_CALIBRATION_FACES})")
     tta = classifier.tta if tta is None else tta
     probs = classifier.predict_proba(images, tta, calibrated=False)
     return calibration_entry(probs, labels, split=split, tta=tta)
@@ -344,6 +351,8 @@ def calibrate_model(
         raise ValueError(f"{source}: its classes ({', '.join(data.class_names)}) differ from the "
                          f"model's ({', '.join(classifier.class_names)}); calibrate on data with the "
                          "model's own label set")
+    if split == "auto" and not any(data.resolve_split(s) for s in VAL_SPLITS):
+        data, split = run_holdout(classifier, data) or (data, split)  # the run's own validation
     split = select_split(data, split, VAL_SPLITS, "calibration")
     part = data.split(split).labeled()
     entry = calibrate_classifier(classifier, part.images, part.labels, split=split, tta=tta)

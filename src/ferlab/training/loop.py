@@ -25,7 +25,7 @@ from ..checkpoint import checkpoint_dict, load_checkpoint, read_checkpoint
 from ..classifier import TorchClassifier
 from ..config import Config, ConfigError, check_ranges, replace, to_dict
 from ..data import FerData
-from ..evaluation import calibrate_classifier, write_calibration
+from ..evaluation import MIN_CALIBRATION_FACES, calibrate_classifier, write_calibration
 from ..files import check_writable
 from ..inference import check_tta
 from ..models import build_model
@@ -197,6 +197,10 @@ def calibrate_run(folder: RunFolder, d: TrainData, runtime: Runtime, log: Callab
     """Fit best.pt's and last.pt's confidence temperature on the validation split (each with
     its own TTA) and store it in them, so predictions from the run are calibrated."""
     labels = d.val_labels.cpu().numpy()
+    if 0 < len(labels) < MIN_CALIBRATION_FACES:
+        log(f"not calibrated: {len(labels)} validation faces are too few to fit a confidence temperature "
+            f"(at least {MIN_CALIBRATION_FACES}); the run's probabilities are the network's own")
+        return
     for file in (folder.path / "best.pt", folder.last):
         if not file.exists() or not len(labels):
             continue
