@@ -191,3 +191,29 @@ def test_efficientnet_lite0_trains_exports_and_matches_onnx(tmp_path):
     a = EmotionRecognizer(tmp_path / "run", detect=False, precision="fp32").classifier.predict_proba(faces)
     b = EmotionRecognizer(onnx, detect=False).classifier.predict_proba(faces)
     assert np.abs(a - b).max() < 1e-4
+
+
+def test_a_frozen_base_computes_features_once_and_trains_the_same_head(tmp_path):
+    """The seed's fast option: with a frozen base and no augmentation the features of every
+    face are computed once and only the head trains; the history is the one the full path
+    (base run every epoch, train.feature_cache=false) gives, to rounding."""
+    data = make_data(n_train=160, n_val=64)
+    histories, logs = {}, {}
+    for cache in ("true", "false"):
+        cfg = load_config(None, ["model.name=resnet18_transfer", "model.mode=frozen", "model.input_size=32",
+                                 "augment.enabled=false", "train.epochs=2", "train.batch_size=32",
+                                 "train.precision=fp32", "train.tta=flip", f"train.feature_cache={cache}"])
+        logs[cache] = []
+        histories[cache] = train(cfg, tmp_path / cache, data=data, log=logs[cache].append)
+    assert any("features of 160 training and 64 validation faces computed once" in s for s in logs["true"])
+    assert not any("computed once" in s for s in logs["false"])
+    for fast, full in zip(histories["true"], histories["false"]):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert abs(fast[key] - full[key]) < 1e-4, (key, fast[key], full[key])
+    # With augmentation the features change every epoch: the full path, and the reason said.
+    cfg = load_config(None, ["model.name=resnet18_transfer", "model.mode=frozen", "model.input_size=32",
+                             "augment.enabled=true", "train.epochs=1", "train.batch_size=32",
+                             "train.precision=fp32"])
+    lines = []
+    train(cfg, tmp_path / "aug", data=data, log=lines.append)
+    assert any("recomputed every epoch: augmentation gives each face new features" in s for s in lines)

@@ -79,6 +79,9 @@ class TrainConfig:
     distill_temperature: float = 4.0
     init: str | None = None  # start from this checkpoint ("bundled": the shipped model)
     finetune: str = "all"  # with init: all | head (only the classifier) | N (head + last N stages)
+    # A frozen transfer base's features computed once, only the head trains, wherever that
+    # applies (training/features.py); false: the base runs every epoch
+    feature_cache: bool = True
 
 
 @dataclass(frozen=True)

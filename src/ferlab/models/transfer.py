@@ -134,6 +134,7 @@ class TransferNet(nn.Module):
             raise ModelConfigError(f"trainable_stages must be 1 to {len(stages)} for this base, "
                                    f"got {trainable_stages}")
         self.input_size = input_size
+        self.frozen = mode == "frozen"
         mean, std = (torch.tensor(v, dtype=torch.float32).expand(3).reshape(1, 3, 1, 1)
                      for v in normalization)
         self.register_buffer("mean", mean.clone(), persistent=False)
@@ -156,6 +157,8 @@ class TransferNet(nn.Module):
         # Like Keras' trainable=False: a frozen BatchNorm also keeps its running statistics.
         super().train(mode)
         freeze_batchnorm_stats(self.base)
+        if self.frozen:  # a frozen base is a fixed feature extractor: no stochastic depth either
+            self.base.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ randomness (shuffle, augmentation, dropout) is seeded from (seed, epoch), so a
 resumed run repeats exactly what an uninterrupted one would have done.
 
 Depends on: augment, inference, models.freeze, preprocess, runtime, and this
-package's state, tensors, losses and distill.
+package's state, tensors, losses, distill and features.
 """
 
 from __future__ import annotations
@@ -26,15 +26,12 @@ from ..models.freeze import freeze_batchnorm_stats
 from ..preprocess import Preprocessing, preprocess
 from ..runtime import Runtime
 from .distill import distillation_loss
+from .features import FeatureCache, head_epoch, head_validate
 from .losses import supervised_loss
-from .state import TrainState, epoch_steps
+from .state import TrainState, epoch_seed, epoch_steps
 from .tensors import TrainData
 
 SYNC_EVERY = 10  # steps between progress-bar updates: .item() waits for the device
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
 
 
 def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor,
@@ -135,14 +132,22 @@ def epoch_tta(t, epoch: int) -> str:
     return t.late_tta if t.late_tta_epochs and epoch > t.epochs - t.late_tta_epochs else t.tta
 
 
-def run_epoch(state: TrainState, d: TrainData, epoch: int, elapsed: float, progress: bool) -> dict[str, Any]:
-    """Train one epoch and validate; the history row."""
+def run_epoch(state: TrainState, d: TrainData, epoch: int, elapsed: float, progress: bool,
+              cache: FeatureCache | None = None) -> dict[str, Any]:
+    """Train one epoch and validate; the history row. With a `cache` (a frozen base's features,
+    features.py) only the head trains, and validates from the cache where its TTA matches."""
     t = state.cfg.train
     start = time.perf_counter()
-    stats = train_one_epoch(state, d, epoch, progress=progress)
     val_tta = epoch_tta(t, epoch)
-    stats.update(validate(state.model, d.val_images, d.val_labels, state.pp, state.runtime,
-                          t.eval_batch_size, val_tta))
+    if cache is None:
+        stats = train_one_epoch(state, d, epoch, progress=progress)
+    else:
+        stats = head_epoch(state, cache, d.train_labels, epoch)
+    if cache is not None and cache.val_tta == val_tta:
+        stats.update(head_validate(state, cache, d.val_labels))
+    else:
+        stats.update(validate(state.model, d.val_images, d.val_labels, state.pp, state.runtime,
+                              t.eval_batch_size, val_tta))
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch, "loss": stats["loss"], "accuracy": stats["accuracy"],

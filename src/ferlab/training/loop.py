@@ -8,7 +8,7 @@ each rank runs the same code and only rank 0 writes the run folder.
 
 Depends on: calibration, checkpoint, classifier, config, evaluation (calibration fit), files,
 inference (TTA check), models, preprocess, runtime, and this package's engine, state,
-tensors, run_folder, budget, finetune, distill, distributed.
+tensors, run_folder, budget, finetune, distill, distributed, features.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .budget import fit_epochs_to_budget
 from .distill import load_teacher
 from .distributed import init_distributed
 from .engine import run_epoch
+from .features import FeatureCache, build_cache, why_not_cached
 from .finetune import adopt_init_model, apply_finetune, check_finetune, load_init_weights
 from .run_folder import RunError, RunFolder, default_run_dir
 from .state import TrainState, epoch_steps
@@ -89,8 +90,9 @@ def run_epochs(
     best_acc = max((h["val_accuracy"] for h in history), default=-1.0)
     elapsed = history[-1]["elapsed_seconds"] if history else 0.0
     title = f"{folder.path.name}: {state.cfg.model.name}"
+    cache = frozen_features(state, d, log) if start_epoch <= t.epochs else None
     for epoch in range(start_epoch, t.epochs + 1):
-        row = run_epoch(state, d, epoch, elapsed, progress)
+        row = run_epoch(state, d, epoch, elapsed, progress, cache)
         elapsed = row["elapsed_seconds"]
         history.append(row)
         log(format_row(row, t))
@@ -104,6 +106,21 @@ def run_epochs(
             log(f"stopping: {elapsed / 60:.1f} min used of the {t.budget_minutes:g} min budget")
             break
     return history
+
+
+def frozen_features(state: TrainState, d: TrainData, log: Callable[[str], None]) -> FeatureCache | None:
+    """A frozen base's features of every face, computed once (features.py), where that applies."""
+    cfg = state.cfg
+    if not cfg.train.feature_cache or cfg.model.args.get("mode") != "frozen":
+        return None
+    reason = why_not_cached(cfg, state.model, state.dist.world)
+    if reason is not None:
+        log(f"frozen base, but its features are recomputed every epoch: {reason}")
+        return None
+    cache = build_cache(state, d, cfg.train.tta)
+    log(f"frozen base: features of {len(d.train_labels)} training and {len(d.val_labels)} validation faces "
+        f"computed once in {cache.seconds:.1f} s; only the head trains")
+    return cache
 
 
 def build_run_model(

@@ -24,6 +24,11 @@ from .distributed import Dist, wrap_ddp
 from .optim import make_optimizer, make_scheduler
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's shuffle, augmentation and dropout: a resumed run repeats them."""
+    return seed * 100_003 + epoch
+
+
 def epoch_steps(n: int, batch_size: int, world: int = 1) -> int:
     """Optimizer steps per epoch for n images; a last batch of one image (which breaks
     BatchNorm) is dropped."""
