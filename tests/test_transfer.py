@@ -217,3 +217,30 @@ def test_a_frozen_base_computes_features_once_and_trains_the_same_head(tmp_path)
     lines = []
     train(cfg, tmp_path / "aug", data=data, log=lines.append)
     assert any("recomputed every epoch: augmentation gives each face new features" in s for s in lines)
+
+
+def test_layer_decay_gives_each_base_stage_its_own_rate():
+    from ferlab.config import ConfigError
+    from ferlab.training import make_optimizer
+    from ferlab.training.optim import make_scheduler
+
+    model = build_model("efficientnet_lite0_transfer", mode="fine-tune", input_size=32)
+    t = load_config(None, ["train.optimizer=adamw", "train.lr=0.01", "train.layer_decay=0.5",
+                           "train.scheduler=onecycle"]).train
+    opt = make_optimizer(model, t)
+    rates = [g["lr"] for g in opt.param_groups]
+    assert len(rates) == 10  # the head, then the base's 9 stages from the last to the stem
+    assert rates == pytest.approx([0.01 * 0.5 ** d for d in range(10)])
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    sched = make_scheduler(opt, t, 100)
+    for _ in range(30):
+        opt.step()
+        sched.step()
+    now = [g["lr"] for g in opt.param_groups]
+    assert now[1] / now[0] == pytest.approx(0.5) and now[9] / now[0] == pytest.approx(0.5 ** 9)
+    with pytest.raises(ConfigError, match="train.layer_decay needs a model with pretrained stages"):
+        make_optimizer(build_model("seed_cnn"), t)
+    with pytest.raises(ConfigError, match=r"train.layer_decay must be in \(0, 1\]"):
+        from ferlab.config import check_ranges
+
+        check_ranges(load_config(None, ["train.layer_decay=1.5"]))

@@ -82,6 +82,8 @@ class TrainConfig:
     # A frozen transfer base's features computed once, only the head trains, wherever that
     # applies (training/features.py); false: the base runs every epoch
     feature_cache: bool = True
+    # Transfer models: the base's stages learn at lr x layer_decay^depth (1 = one rate for all)
+    layer_decay: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ def _finite(v: Any) -> bool:
 # Ranges checked when a run starts, before any data is read: (dotted field, test, allowed).
 RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("train.epochs", lambda v: v >= 1, "at least 1"),
+    ("train.layer_decay", lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]"),
     ("train.batch_size", lambda v: v >= 1, "at least 1"),
     ("train.eval_batch_size", lambda v: v >= 1, "at least 1"),
     ("train.lr", lambda v: _finite(v) and v > 0, "a positive number"),

@@ -140,6 +140,7 @@ class TransferNet(nn.Module):
         self.register_buffer("mean", mean.clone(), persistent=False)
         self.register_buffer("std", std.clone(), persistent=False)
         self.base = base
+        self._stages = stages  # a plain list: the modules are registered under `base`
         extra: list[nn.Module] = []
         for _ in range(extra_convs):  # the seed's variant: trainable convs between base and head
             extra += [nn.Conv2d(base_channels, base_channels, 3, padding=1), nn.BatchNorm2d(base_channels),
@@ -163,6 +164,15 @@ class TransferNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
+
+    def param_depths(self) -> dict[nn.Parameter, int]:
+        """Each parameter's distance from the head, for layer-wise learning rates
+        (`train.layer_decay`): 0 for the head and extra convs, 1 for the base's last stage, ..."""
+        depths = {p: 0 for p in [*self.head.parameters(), *self.extra.parameters()]}
+        for depth, stage in enumerate(reversed(self._stages), start=1):
+            depths.update({p: depth for p in stage.parameters()})
+        deepest = len(self._stages) + 1
+        return {p: depths.get(p, deepest) for p in self.parameters()}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The base's (and extra convs') feature map, before the head: what a frozen base

@@ -215,7 +215,9 @@ def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> 
             trial.set_user_attr("overrides", point)
             trial.set_user_attr("label", f"trial{trial.number:04d}")
         label = trial.user_attrs["label"]
-        log(f"[{stage.name}] trial {trial.number}: {label}")
+        total = len(stage.points) if stage.kind != "tpe" else stage.n_trials
+        finished = _count(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        log(f"[{stage.name}] trial {trial.number}: {label} ({finished} of {total} points of this stage done)")
         try:
             with _Heartbeat(storage, trial._trial_id):
                 result = run_trial(spec, base, data, trial, point, stage_dir, log)

@@ -49,14 +49,33 @@ def _onecycle(optimizer: torch.optim.Optimizer, t, n: int) -> Any:
     if n < 3:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     pct = min(max(t.warmup_fraction, 2 / n), (n - 1) / n)
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=t.lr, total_steps=n, pct_start=pct)
+    peaks = [t.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]  # layer-wise rates
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=n, pct_start=pct)
 
 
 def make_optimizer(model: nn.Module, t) -> torch.optim.Optimizer:
     if t.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
     # Frozen parameters (transfer learning, train.finetune) stay out of the optimizer.
-    return OPTIMIZERS[t.optimizer]([p for p in model.parameters() if p.requires_grad], t)
+    return OPTIMIZERS[t.optimizer](param_groups(model, t), t)
+
+
+def param_groups(model: nn.Module, t) -> list[dict[str, Any]]:
+    """The trainable parameters, in one group, or with `train.layer_decay` < 1 one group per
+    depth below the head, each at lr x decay^depth (a pretrained base's early, general stages
+    move less than its late ones and the new head)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if t.layer_decay == 1.0:
+        return [{"params": trainable}]
+    if not hasattr(model, "param_depths"):
+        raise ConfigError("train.layer_decay needs a model with pretrained stages (a *_transfer model); "
+                          f"{type(model).__name__} has none")
+    depths = model.param_depths()
+    groups: dict[int, list[nn.Parameter]] = {}
+    for p in trainable:
+        groups.setdefault(depths[p], []).append(p)
+    return [{"params": params, "lr": t.lr * t.layer_decay ** depth, "lr_scale": t.layer_decay ** depth}
+            for depth, params in sorted(groups.items())]
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, t, total_steps: int):
