@@ -235,3 +235,21 @@ def test_int8_default_explains_through_its_pytorch_twin():
     # A device or exact precision named: the PyTorch checkpoint itself.
     assert EmotionRecognizer(precision="fp32").classifier.path == BUNDLED_ENSEMBLE
     assert EmotionRecognizer("bundled-int8").saliency_classifier.path == BUNDLED_MODEL
+
+
+def test_a_run_folder_holding_only_model_pt_is_taken_as_the_model(tmp_path):
+    """Every resolver reads one list (shipped.RUN_FOLDER_MODELS): `predict run/ photo.jpg`
+    with only model.pt in run/ used to treat the folder as photos and use the default model."""
+    import shutil
+
+    from ferlab.checkpoint import resolve_checkpoint
+    from ferlab.predict import split_model_argument
+    from ferlab.shipped import BUNDLED_FAST
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(BUNDLED_FAST, run / "model.pt")
+    assert split_model_argument([str(run), "a.jpg"]) == (str(run), ["a.jpg"])
+    assert resolve_checkpoint(run) == run / "model.pt"
+    (tmp_path / "photos").mkdir()
+    assert split_model_argument([str(tmp_path / "photos")]) == (None, [str(tmp_path / "photos")])

@@ -20,7 +20,7 @@ from torch import nn
 from .files import atomic_path
 from .models import build_model
 from .preprocess import Preprocessing
-from .shipped import bundled_path, is_shipped, portable_source
+from .shipped import RUN_FOLDER_MODELS, bundled_path, is_shipped, portable_source
 
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
@@ -102,10 +102,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, a run folder (its best.pt, else last.pt), or a shipped model's name."""
     path = bundled_path(path) or Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt", "model.pt"):
+        for name in RUN_FOLDER_MODELS:
             if (path / name).exists():
                 return path / name
-        raise CheckpointError(f"{path}: run folder holds no best.pt or last.pt")
+        raise CheckpointError(f"{path}: run folder holds no {', '.join(RUN_FOLDER_MODELS)}")
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file or run folder")
     return path

@@ -23,7 +23,7 @@ from .data import IMAGE_EXTENSIONS
 from .faces import draw_faces
 from .files import atomic_path
 from .preprocess import as_rgb_array
-from .shipped import BUNDLED_NAMES, SAMPLE_PHOTO
+from .shipped import BUNDLED_NAMES, RUN_FOLDER_MODELS, SAMPLE_PHOTO
 from .video import VIDEO_EXTENSIONS, predict_video
 
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | {".webp", ".bmp"}
@@ -35,7 +35,7 @@ def looks_like_model(path: str) -> bool:
     if path in BUNDLED_NAMES and not p.exists():  # a shipped model's name: bundled, fast, fast-int8
         return True
     return p.suffix in (".pt", ".pth", ".onnx") or (
-        p.is_dir() and any((p / n).exists() for n in ("best.pt", "last.pt")))
+        p.is_dir() and any((p / n).exists() for n in RUN_FOLDER_MODELS))
 
 
 def split_model_argument(inputs: list[str]) -> tuple[str | None, list[str]]:

@@ -35,6 +35,8 @@ BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "bundled-int8": BUNDLED_INT8, "fast":
 # a shipped export -> the checkpoint it was made from
 TWINS = {BUNDLED_INT8.name: BUNDLED_MODEL, BUNDLED_ENSEMBLE_INT8.name: BUNDLED_ENSEMBLE}
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
+# What a run folder given as a model means, in order: the one list every resolver reads.
+RUN_FOLDER_MODELS = ("best.pt", "last.pt", "model.pt")
 
 
 class ShippedModelMissing(FileNotFoundError):
