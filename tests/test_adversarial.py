@@ -132,7 +132,9 @@ def test_kill_9_during_checkpoint_writes_leaves_a_whole_file(tmp_path, delay):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    ckpt = read_checkpoint(target)  # always a whole checkpoint: the old one or the new one
+    import torch
+
+    ckpt = torch.load(target, weights_only=True)  # always a whole file: the old one or the new one
     assert ckpt["w"].numel() == 2_000_000 and ckpt["step"] >= 0
     # the next write into the folder clears what the killed writer left behind
     leftovers = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
