@@ -128,11 +128,21 @@ def plot_loss_acc_of_multiple_parameters(
     axes = fig.subplots(2, 2, sharex=True)
     panels = (("loss", axes[0, 0]), ("val_loss", axes[0, 1]), ("accuracy", axes[1, 0]),
               ("val_accuracy", axes[1, 1]))
-    colours = colormaps["viridis"](np.linspace(0, 0.9, max(1, len(histories))))
-    for (label, history), colour in zip(histories.items(), colours):
+    # Five or six runs a figure stay apart: a qualitative palette, a line style and a marker
+    # each, and every run's best validation epoch starred and named in the legend.
+    colours = colormaps["tab10"](np.arange(max(1, len(histories))) % 10)
+    styles, markers = ("-", "--", "-.", ":"), "os^Dvx<>"
+    for i, ((label, history), colour) in enumerate(zip(histories.items(), colours)):
         epochs = [h["epoch"] for h in history]
+        best = max(history, key=lambda h: h["val_accuracy"]) if history else None
+        if best is not None:
+            label = f"{label} (best {best['val_accuracy']:.3f} @ {best['epoch']})"
         for key, ax in panels:
-            ax.plot(epochs, [h[key] for h in history], "-", color=colour, lw=1.5, label=label)
+            ax.plot(epochs, [h[key] for h in history], styles[i % len(styles)], color=colour, lw=1.5,
+                    marker=markers[i % len(markers)], ms=3.5, markevery=max(1, len(epochs) // 8), label=label)
+        if best is not None:
+            axes[1, 1].plot([best["epoch"]], [best["val_accuracy"]], "*", color=colour, ms=12, mec="k",
+                            mew=0.5)
     for key, ax in panels:
         ax.set_title(key.replace("_", " "))
         ax.grid(alpha=0.3)
