@@ -83,6 +83,19 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
+def how_to_read(spec: SweepSpec) -> str:
+    """One paragraph for a newcomer: what each trial did and how the stages chose."""
+    b = spec.base
+    size = f"a stratified subset of {b.data.limit:,} training images" if b.data.limit else "all training images"
+    text = (f"Each point is one configuration, trained {spec.seeds} time(s) for {b.train.epochs} epochs on "
+            f"{size} and scored by its best validation accuracy over those epochs (mean over seeds). ")
+    if spec.carry_forward:
+        text += ("Stages run in order, one parameter at a time as in the seed report: each stage starts "
+                 "from the values the earlier stages chose. The curves below show every point of a stage; "
+                 "the star marks each run's best epoch.")
+    return text
+
+
 def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
     rows, curves, chosen = collect(spec)
     out = spec.study_dir
@@ -114,6 +127,7 @@ def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[st
         "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "pre{background:#f6f6f6;padding:1em;overflow-x:auto}img{max-width:100%}</style></head><body>",
         f"<h1>Study {html.escape(spec.name)}</h1>",
+        f"<p>{html.escape(how_to_read(spec))}</p>",
         f"<p>{len(rows)} trials, {spec.seeds} seed(s) per point, storage "
         f"<code>{html.escape(spec.storage_url)}</code>.</p>",
         "<h2>Trials, best first</h2>", f"<pre>{html.escape(table)}</pre>",
