@@ -86,7 +86,8 @@ def _img(path: Path) -> str:
 def how_to_read(spec: SweepSpec) -> str:
     """One paragraph for a newcomer: what each trial did and how the stages chose."""
     b = spec.base
-    size = f"a stratified subset of {b.data.limit:,} training images" if b.data.limit else "all training images"
+    size = (f"a stratified subset of {b.data.limit:,} training images" if b.data.limit
+            else "all training images")
     text = (f"Each point is one configuration, trained {spec.seeds} time(s) for {b.train.epochs} epochs on "
             f"{size} and scored by its best validation accuracy over those epochs (mean over seeds). ")
     if spec.carry_forward:
