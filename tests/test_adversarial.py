@@ -388,6 +388,19 @@ def test_lying_content_length_gets_an_answer_not_a_crash(server):
     assert status in (400, 422)
 
 
+def test_unicode_digits_are_not_numbers_anywhere(server):
+    """'²' passes str.isdigit() but not int(): as a Content-Length, a label folder or a CSV
+    emotion it once raised inside the parser; each now gets an answer or a named error."""
+    raw = (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: \xb2\r\n"
+           b"Connection: close\r\n\r\n")
+    assert int(http(server["port"], raw).split(b" ")[1]) in (400, 411, 422)
+    assert emotion_id("\u00b2") is None and emotion_id("3") == 3
+    csv_file = Path(server["run"]) / "odd.csv"
+    csv_file.write_text("emotion,pixels\n\u00b2," + " ".join(["0"] * 2304) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"emotion '\u00b2' is not a label id 0-6"):
+        load_dataset(csv_file)
+
+
 def test_pixel_bomb_garbage_and_answers_show_no_paths_or_reprs(server):
     status, answer = post(server["port"], pixel_bomb())
     assert status == 400 and b"over the limit" in answer

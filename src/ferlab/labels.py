@@ -43,7 +43,7 @@ _ALIASES: dict[str, str] = {
 def emotion_id(name: str) -> int | None:
     """FER2013 id of a folder name such as 'Angry', 'surprised' or '3'; None if unknown."""
     key = name.strip().lower()
-    if key.isdigit() and int(key) < NUM_CLASSES:
+    if key.isascii() and key.isdigit() and int(key) < NUM_CLASSES:
         return int(key)
     canonical = _ALIASES.get(key)
     return None if canonical is None else EMOTIONS.index(canonical)

@@ -75,7 +75,7 @@ def max_pixels_setting() -> int:
     text = os.environ.get("FERLAB_MAX_PIXELS", "").strip().replace("_", "")
     if not text:
         return DEFAULT_MAX_PIXELS
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ImageError(f"FERLAB_MAX_PIXELS must be a positive whole number of pixels, got {text!r}")
     return int(text)
 

@@ -78,7 +78,7 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
+        if length.isascii() and length.isdigit() and int(length) > self.limit:
             response = JSONResponse({"detail": f"upload larger than {self.max_upload_mb:g} MB"}, 413)
             return await response(scope, receive, send)
         received = 0

@@ -59,7 +59,8 @@ def read_csv(path: Path, report: LoadReport, skip_bad: bool, split_name: str) ->
                 report.bad(f"{where}: {len(row)} fields, header has {len(columns)}", skip_bad)
                 continue
             label_text = row[i_emotion].strip()
-            if not label_text.lstrip("-").isdigit() or not 0 <= int(label_text) < NUM_CLASSES:
+            if not (label_text.isascii() and label_text.lstrip("-").isdigit()) \
+                    or not 0 <= int(label_text) < NUM_CLASSES:
                 report.bad(
                     f"{where}: emotion {label_text!r} is not a label id 0-{NUM_CLASSES - 1}",
                     skip_bad,

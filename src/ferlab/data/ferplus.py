@@ -55,7 +55,7 @@ def parse_votes(fields: list[str], where: str) -> list[int]:
     votes = []
     for column, text in zip(FERPLUS_VOTE_COLUMNS, fields):
         text = text.strip()
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):
             raise DataError(f"{where}: {column} vote count {text!r} is not a whole number >= 0")
         votes.append(int(text))
     return votes

@@ -94,7 +94,7 @@ def model_stages(model: nn.Module) -> list[list[nn.Module]]:
 
 
 def check_finetune(mode: str) -> None:
-    if mode not in ("all", "head") and not (mode.isdigit() and int(mode) >= 0):
+    if mode not in ("all", "head") and not (mode.isascii() and mode.isdigit() and int(mode) >= 0):
         raise ConfigError(f"train.finetune must be all, head or a number of stages, got {mode!r}")
 
 
