@@ -199,12 +199,13 @@ def main() -> None:
 
     print(f"\nCPU: {cpu_name()}; torch {torch.__version__}; one stack at a time")
     print(f"{'measured':<58}" + "".join(f"{s:>12}" for s in stacks)
-          + (" Keras/ferlab" if len(stacks) == 2 else ""))
+          + ("  ferlab speed-up" if len(stacks) == 2 else ""))
 
-    def row(label, values, fmt="{:>12.1f}"):
+    def row(label, values, fmt="{:>12.1f}", rate=False):
+        """One table row; the speed-up reads 'ferlab is N x faster' for times and rates alike."""
         line = f"{label:<58}" + "".join(fmt.format(v) for v in values)
-        if len(values) == 2:
-            line += f"{values[1] / values[0]:>12.2f}x"
+        if len(values) == 2 and min(values) > 0:
+            line += f"{(values[0] / values[1] if rate else values[1] / values[0]):>16.2f}x"
         print(line)
 
     row(f"seed-baseline, one epoch + validation (s; {cost['baseline']:.2f} GFLOP/face)",
@@ -212,7 +213,7 @@ def main() -> None:
     row(f"seed-final, one epoch with augmentation + validation (s; {cost['final']:.2f})",
         [epoch[s]["final"] for s in stacks])
     row(f"costliest study point, train images/s ({cost['biggest']:.2f} GFLOP/face)",
-        [rate[s] for s in stacks])
+        [rate[s] for s in stacks], rate=True)
 
     # Seconds per epoch as a line in GFLOP: through the measured baseline epoch and the
     # costliest point's epoch (its training at the measured rate, validation scaled from
