@@ -85,6 +85,25 @@ def test_rerun_skips_completed_trials(cache, tmp_path):
     assert not [line for line in logs if line.startswith("[grid] trial")]  # nothing ran again
 
 
+def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
+    """A seed-study-like study stopped after its first stage: the report covers the stages
+    begun (it used to raise 'no trial completed' for the next one)."""
+    from ferlab.data import load_dataset
+    from ferlab.study.engine import open_storage, run_stage
+
+    base = load_config(None, [f"data.source={cache}", *QUICK])
+    stages = build_stages(["model.kernel_size=2,3", "model.layer_num=1,2"], "oat", 0)
+    spec = SweepSpec(base, stages, tmp_path / "s", carry_forward=True)
+    data, _ = load_dataset(cache)
+    spec.study_dir.mkdir()
+    run_stage(spec, 0, open_storage(spec.storage_url), base, data, lambda _: None)
+    summary = write_report(spec, log=lambda _: None)
+    states = sorted((t["stage"], t["state"]) for t in summary["trials"])
+    assert states == [("kernel_size", "complete")] * 2 + [("layer_num", "waiting")] * 2
+    assert list(summary["chosen"]) == ["kernel_size"]
+    assert (tmp_path / "s" / "report.html").exists()
+
+
 def test_invalid_points_fail_clearly_and_the_study_goes_on(cache, tmp_path):
     base = load_config(None, [f"data.source={cache}", *QUICK, "model.block_num=2"])
     spec = SweepSpec(base, build_stages(["model.pool_size=2,32"], "oat", 0), tmp_path / "s")

@@ -262,6 +262,8 @@ def stage_bases(spec: SweepSpec, storage, data, log, run: bool) -> list[Config]:
             run_stage(spec, index, storage, base, data, log)
         if spec.carry_forward:
             choice = stage_choice(spec, index, storage, base)
+            if choice is None and not run:
+                break  # a study still under way: the later stages have no base yet
             if choice is None:
                 raise SweepError(f"stage {spec.stages[index].name}: no trial completed")
             base = apply_overrides(base, overrides(choice))

@@ -33,7 +33,7 @@ def collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str, 
     bases = stage_bases(spec, storage, None, lambda _: None, run=False) if spec.carry_forward else \
         [spec.base] * len(spec.stages)
     rows, curves, chosen = [], {}, {}
-    for index, stage in enumerate(spec.stages):
+    for index, stage in enumerate(spec.stages[:len(bases)]):  # a study under way: its started stages
         study = stage_study(spec, index, storage, bases[index])
         curves[stage.name] = {}
         for t in study.get_trials(deepcopy=False):
