@@ -74,7 +74,7 @@ def test_train_evaluate_predict(tmp_path):
     photos = json.loads(pred.output)["photos"]
     assert len(photos) == 2 and set(photos[0]["faces"][0]["probabilities"]) >= {"angry", "neutral"}
     mixed = invoke("predict", run, tmp_path / "face0.png", tmp_path / "broken.jpg", "--no-detect")
-    assert mixed.exit_code == 1 and "broken.jpg: cannot identify image" in mixed.output
+    assert mixed.exit_code == 1 and "broken.jpg: unreadable or truncated image" in mixed.output
     assert "face0.png" in mixed.output
 
 
@@ -111,3 +111,70 @@ def test_evaluate_missing_split(tmp_path):
     result = invoke("evaluate", run, "--data", csv, "--split", "PrivateTest")
     assert result.exit_code == 2
     assert "'PrivateTest' is not in this data; splits present: Training, PublicTest" in result.output
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    """The CLI boundary: every UserError is one `error:` line and exit 2; anything else (a
+    bug in ferlab, even a plain ValueError) propagates with its traceback."""
+    import ferlab.data
+    from ferlab.errors import InputError
+
+    def user_error(*args, **kwargs):
+        raise InputError("--every must be >= 1, got 0")
+
+    def bug(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    runner = CliRunner()
+    out = tmp_path / "c.npz"
+    monkeypatch.setattr(ferlab.data, "load_dataset", user_error)
+    result = runner.invoke(app, ["prepare", str(tmp_path), "-o", str(out)])
+    assert result.exit_code == 2 and "error: --every must be >= 1, got 0" in result.output
+    assert result.exception is not None and isinstance(result.exception, SystemExit)
+    monkeypatch.setattr(ferlab.data, "load_dataset", bug)
+    result = runner.invoke(app, ["prepare", str(tmp_path), "-o", str(out)])
+    assert isinstance(result.exception, ValueError) and "error:" not in result.output
+
+
+def test_every_error_a_user_can_cause_is_a_user_error():
+    """No module raises a bare built-in error for a user's input: each raise names a class
+    derived from UserError (the CLI shows those as one line), except the listed
+    programming errors, which must keep their traceback."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "ferlab"
+    builtin = {"ValueError", "FileNotFoundError", "RuntimeError", "OSError", "KeyError", "IndexError"}
+    programming_errors = {("models/registry.py", "ValueError")}  # a model registered twice
+    found = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                name = getattr(node.exc.func, "id", None)
+                if name in builtin:
+                    found.add((path.relative_to(src).as_posix(), name))
+    assert found == programming_errors
+
+
+def test_one_model_resolver_and_help_built_from_the_shipped_names(tmp_path):
+    """Every command reads a model reference through shipped.resolve_model_ref, and
+    `predict` tells a model from a photo by the same rules (a run folder holding only
+    model.pt is a model, not a folder of photos)."""
+    from pathlib import Path
+
+    from ferlab import cli
+    from ferlab.shipped import BUNDLED_NAMES, RUN_FOLDER_MODELS, is_model_ref, model_help, resolve_model_ref
+
+    run, photos = tmp_path / "run", tmp_path / "photos"
+    run.mkdir(), photos.mkdir()
+    (run / "model.pt").write_bytes(b"x")
+    Image.new("L", (48, 48)).save(photos / "a.png")
+    assert resolve_model_ref(run) == run / "model.pt" and is_model_ref(str(run))
+    (run / "best.pt").write_bytes(b"x")
+    assert resolve_model_ref(run) == run / "best.pt" == run / RUN_FOLDER_MODELS[0]
+    assert not is_model_ref(str(photos)) and not is_model_ref(str(photos / "a.png"))
+    assert resolve_model_ref("fast") == BUNDLED_NAMES["fast"] and is_model_ref("fast")
+    assert resolve_model_ref(None, default=lambda: Path("d.pt")) == Path("d.pt")
+    assert all(name in model_help() for name in BUNDLED_NAMES)
+    source = Path(cli.__file__).read_text()
+    assert "fast-int8" not in source and "bundled-int8" not in source  # no hand-typed list

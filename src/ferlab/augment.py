@@ -13,7 +13,7 @@ FER2013's: lighting, focus, compression and size. Each is a batched tensor op on
 the training device, applied in pixel space ([0, 1]) and mapped back, so they
 cost a few percent of a step. All are off by default (value 0).
 
-Depends on: torch.
+Depends on: errors, torch.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ def augment_batch(
     if not cfg.enabled:
         return x
     if cfg.fill not in _PADDING:
-        raise ValueError(f"augment.fill must be one of {', '.join(_PADDING)}, got {cfg.fill!r}")
+        raise InputError(f"augment.fill must be one of {', '.join(_PADDING)}, got {cfg.fill!r}")
     if has_photometric(cfg):
         x = (photometric(x * std + mean, cfg, g) - mean) / std
     theta = affine_matrices(x.shape[0], cfg, g, x.device)

@@ -14,7 +14,7 @@ The fitted T is stored in the checkpoint (`calibration`) and in the ONNX metadat
 Figures (all on the majority labels): expected calibration error over 15 equal-width
 confidence bins (ECE), negative log-likelihood (NLL) and the multi-class Brier score.
 
-Depends on: numpy and scipy (the one-dimensional optimiser).
+Depends on: errors, numpy and scipy (the one-dimensional optimiser).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from .errors import InputError
 
 ECE_BINS = 15
 _EPS = 1e-12
@@ -50,7 +52,7 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
 
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
-        raise ValueError("calibration needs at least one labelled face")
+        raise InputError("calibration needs at least one labelled face")
     logp = np.log(np.clip(probs, _EPS, 1.0))
     rows = np.arange(len(labels))
 
@@ -115,7 +117,7 @@ def stored_temperature(meta: dict[str, Any] | None) -> float:
     entry = (meta or {}).get("calibration") or {}
     t = entry.get("temperature", 1.0)
     if not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0:
-        raise ValueError(f"calibration temperature must be a positive number, got {t!r}")
+        raise InputError(f"calibration temperature must be a positive number, got {t!r}")
     return float(t)
 
 

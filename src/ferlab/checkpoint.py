@@ -5,7 +5,7 @@ arguments, class names, preprocessing, the run's config, epoch and metrics - plu
 the optimizer, scheduler and history for `--resume`. `load_checkpoint` is the one
 place that reads them; it accepts a file, a run folder or a shipped model's name.
 
-Depends on: models (to rebuild the network), preprocess, shipped, files.
+Depends on: errors, models (to rebuild the network), preprocess, shipped, files.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from .files import atomic_path
 from .models import build_model
 from .preprocess import Preprocessing
-from .shipped import RUN_FOLDER_MODELS, bundled_path, is_shipped, portable_source
+from .shipped import RUN_FOLDER_MODELS, is_shipped, portable_source, resolve_model_ref
 
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
@@ -99,16 +99,14 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, a run folder (its best.pt, else last.pt), or a shipped model's name."""
-    path = bundled_path(path) or Path(path)
-    if path.is_dir():
-        for name in RUN_FOLDER_MODELS:
-            if (path / name).exists():
-                return path / name
-        raise CheckpointError(f"{path}: run folder holds no {', '.join(RUN_FOLDER_MODELS)}")
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or run folder")
-    return path
+    """A checkpoint file, a run folder (its best.pt, else last.pt), or a shipped model's
+    name -> the existing file (`shipped.resolve_model_ref`, checked)."""
+    file = resolve_model_ref(path)
+    if file.is_dir():
+        raise CheckpointError(f"{file}: run folder holds no {', '.join(RUN_FOLDER_MODELS)}")
+    if not file.exists():
+        raise CheckpointError(f"{file}: no such checkpoint file or run folder")
+    return file
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import numpy as np
 from .calibration import apply_temperature, stored_temperature
 from .errors import CheckpointError
 from .preprocess import Preprocessing, preprocess
-from .shipped import bundled_path, default_model_path
+from .shipped import resolve_model_ref
 from .tta import VIEW_COUNT, VIEWS_PER_BATCH, check_tta, faces_per_batch, tta_views_np
 
 if TYPE_CHECKING:  # PyTorch is imported only when a PyTorch model is loaded
@@ -118,7 +118,7 @@ class OnnxClassifier(_Calibrated):
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{path}: no such ONNX model file")
+            raise CheckpointError(f"{path}: no such ONNX model file")
         options = ort.SessionOptions()
         if threads:  # several server workers share the cores: each gets its part
             options.intra_op_num_threads = threads
@@ -128,10 +128,10 @@ class OnnxClassifier(_Calibrated):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own types for unreadable models
-            raise ValueError(f"{path}: not a readable ONNX model ({e})") from e
+            raise CheckpointError(f"{path}: not a readable ONNX model ({e})") from e
         meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
         if meta is None:
-            raise ValueError(f"{path}: not exported by ferlab (no '{ONNX_METADATA_KEY}' metadata)")
+            raise CheckpointError(f"{path}: not exported by ferlab (no '{ONNX_METADATA_KEY}' metadata)")
         meta = json.loads(meta)
         self.meta = meta
         self.class_names = tuple(meta["class_names"])
@@ -167,14 +167,6 @@ def onnx_tta_proba(logits_fn, x: np.ndarray, tta: str) -> np.ndarray:
     logits = logits.astype(np.float32) - logits.max(-1, keepdims=True)
     probs = np.exp(logits)
     return (probs / probs.sum(-1, keepdims=True)).mean(0)
-
-
-def resolve_model_ref(ref: str | Path | None) -> Path:
-    """A shipped model's name, run folder, checkpoint or .onnx file -> the file to load.
-    None means the bundled model."""
-    if ref is None:
-        return default_model_path()
-    return bundled_path(ref) or Path(ref)
 
 
 def load_classifier(

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .shipped import model_help  # the standard library only: --help stays fast
 
 app = typer.Typer(
     add_completion=False,
@@ -32,13 +33,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    # Every error type a user can cause; each carries a message naming the file, field
-    # or limit. ValueError covers ConfigError, DataError, CheckpointError, SweepError,
-    # ModelConfigError and RunError (all subclasses of it); WriteError is a full disk or
-    # a folder that cannot be written.
-    from .files import WriteError
+    # Every error a user can cause derives from UserError (errors.py) and names the file,
+    # field or limit. An OS error on a path the user gave (missing, no permission, a folder
+    # for a file) names that path too. Anything else is a bug in ferlab: it keeps its
+    # traceback, so that it can be reported.
+    from .errors import UserError
 
-    return (ValueError, FileNotFoundError, WriteError)
+    return (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 # What to tell a user who presses Ctrl-C: set by a command before its long work (a callable,
@@ -125,7 +126,7 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="train on a stratified random subset of N images")] = None,
     seed: Annotated[Optional[int], typer.Option(help="random seed (train.seed)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last epoch")] = False,
-    init: Annotated[Optional[str], typer.Option("--init", help="start from this checkpoint or run folder ('bundled': the shipped model); default config: finetune")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help=model_help("start from this checkpoint, run folder") + "; default config: finetune")] = None,
     finetune: Annotated[Optional[str], typer.Option("--finetune", help="with --init: all | head | N (classifier + last N stages)")] = None,
     classes: Annotated[Optional[str], typer.Option("--classes", help="image folders: fer2013 (default) | folders (your own classes) | NAME,NAME,...")] = None,
 ) -> None:
@@ -237,7 +238,7 @@ def sweep(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or a shipped name (bundled, fast, ensemble, ferplus, ...)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help=model_help(default="ensemble"))] = None,
     data: Annotated[str, typer.Option("--data", help="a cache or any raw source")] = "",
     split: Annotated[str, typer.Option(help="split to score (auto: PrivateTest, else PublicTest, else test)")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -281,7 +282,7 @@ def evaluate(
 
 @app.command()
 def calibrate(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint, run folder, .onnx, or a shipped model (then -o is needed)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help=model_help(default="ensemble") + "; a shipped model needs -o")] = None,
     data: Annotated[str, typer.Option("--data", help="a cache or any raw source holding the validation split")] = "",
     split: Annotated[str, typer.Option(help="split to fit on (auto: PublicTest / FER2013Valid; never the test split)")] = "auto",
     out: Annotated[Optional[Path], typer.Option("-o", "--out", help="write the calibrated copy here (default: update the model file in place)")] = None,
@@ -307,13 +308,13 @@ def _recognizer(model, **kwargs):
 
     try:
         return EmotionRecognizer(model, **kwargs)
-    except (RuntimeError, *_user_errors()) as e:  # RuntimeError: no such device, no detector
+    except _user_errors() as e:  # no such file or device, no detector
         _fail(str(e))
 
 
 @app.command()
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|MODEL.onnx|ensemble|bundled|fast|fast-int8|ferplus|...] then photos, folders, globs or videos")],
+    inputs: Annotated[list[str], typer.Argument(help="[MODEL] then photos, folders, globs or videos; MODEL: " + model_help(default="ensemble-int8 on a CPU"))],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="print CSV, one row per face")] = False,
     no_detect: Annotated[bool, typer.Option("--no-detect", help="treat each image as one face crop")] = False,
@@ -339,7 +340,7 @@ def predict(
 
 @app.command()
 def explain(
-    inputs: Annotated[list[str], typer.Argument(help="[CHECKPOINT|ensemble|bundled|fast|ferplus|run folder] then photos, folders or globs")],
+    inputs: Annotated[list[str], typer.Argument(help="[MODEL] then photos, folders or globs; MODEL: " + model_help("checkpoint, run folder", default="ensemble"))],
     out: Annotated[Path, typer.Option("-o", "--out", help="folder for the heatmap PNGs")] = Path("explain"),
     classes: Annotated[Optional[list[str]], typer.Option("--class", help="explain this class instead of the predicted one (repeatable)")] = None,
     method: Annotated[str, typer.Option(help="gradcam | integrated-gradients")] = "gradcam",
@@ -418,7 +419,7 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
 
 @app.command()
 def export(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint file or run folder (default: the shipped ensemble)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Argument(help=model_help("checkpoint, run folder", default="ensemble"))] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="model.onnx, or model.pt for a slim checkpoint")] = Path("model.onnx"),
     tta: Annotated[Optional[str], typer.Option(help="default test-time augmentation stored with the model: none | flip | tencrop")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="quantize the ONNX model to int8 (needs --calibration-data)")] = False,
@@ -440,7 +441,7 @@ def export(
 
 @app.command()
 def ensemble(
-    models: Annotated[list[str], typer.Argument(help="two or more checkpoints, run folders or shipped models (an ensemble's members are taken over)")],
+    models: Annotated[list[str], typer.Argument(help="two or more models (an ensemble's members are taken over): " + model_help("checkpoints, run folders"))],
     out: Annotated[Path, typer.Option("-o", "--out", help="the ensemble checkpoint to write (.pt)")] = Path("ensemble.pt"),
     tta: Annotated[Optional[str], typer.Option(help="every member's TTA: none | flip | tencrop (default: each member's own)")] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="store float32 weights (default float16: half the file)")] = False,
@@ -456,7 +457,7 @@ def ensemble(
 
 @app.command()
 def serve(
-    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint, run folder, .onnx, or a shipped model: ensemble-int8 (default on CPU), ensemble, bundled-int8, bundled, fast, fast-int8, ferplus")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help=model_help(default="ensemble-int8 on a CPU"))] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="largest accepted upload")] = 10.0,
@@ -493,7 +494,7 @@ def serve(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="annotated copy of the photo")] = Path("demo_annotated.jpg"),
-    model: Annotated[Optional[Path], typer.Option(help="checkpoint, run folder, .onnx, or a shipped model: ensemble-int8 (default on CPU), ensemble, bundled-int8, bundled, fast, fast-int8, ferplus")] = None,
+    model: Annotated[Optional[Path], typer.Option(help=model_help(default="ensemble-int8 on a CPU"))] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
     from .predict import run_demo

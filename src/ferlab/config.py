@@ -6,7 +6,7 @@ be reproduced from its run folder. The `model` section is `name` plus that
 model's own keyword arguments (checked against the registry when the model is
 built), so new architectures need no change here.
 
-Depends on: augment (its section's dataclass), files; PyYAML.
+Depends on: errors, augment (its section's dataclass), files; PyYAML.
 """
 
 from __future__ import annotations

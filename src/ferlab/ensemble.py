@@ -17,7 +17,7 @@ Weights are stored as float16 by default (half the file, so a five-member ensemb
 of the bundled size stays under 10 MB; they are float32 again once loaded, and
 the predictions move by ~1e-3 in probability).
 
-Depends on: checkpoint, classifier, files, inference, models (ensemble); torch.
+Depends on: errors, checkpoint, classifier, files, inference, models (ensemble); torch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import torch
 
 from .checkpoint import CheckpointError, LoadedModel, checkpoint_dict, save_checkpoint
 from .classifier import Classifier, TorchClassifier, load_classifier, require_torch
+from .errors import InputError
 from .files import check_writable, refuse_overwriting_inputs
 from .inference import check_tta, predict_proba
 from .models import build_model
@@ -93,11 +94,11 @@ def build_ensemble(
 ) -> Path:
     """Write one ensemble checkpoint from `refs`; `tta` overrides every member's own."""
     if len(refs) < 2:
-        raise ValueError(f"an ensemble needs at least two models, got {len(refs)}")
+        raise InputError(f"an ensemble needs at least two models, got {len(refs)}")
     check_tta(tta, "--tta")
     out = Path(out)
     if out.suffix not in (".pt", ".pth"):
-        raise ValueError(f"{out}: an ensemble is a PyTorch checkpoint; choose a .pt output")
+        raise InputError(f"{out}: an ensemble is a PyTorch checkpoint; choose a .pt output")
     check_writable(out.parent)  # before every member is loaded
     classifiers = [require_torch(load_classifier(r, device="cpu", precision="fp32"), "an ensemble")
                    for r in refs]

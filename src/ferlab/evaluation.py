@@ -5,7 +5,7 @@ and how far the confidence can be trusted (ECE, NLL, Brier; raw and calibrated).
 `write_report` saves it with the confusion-matrix heatmap and the reliability
 diagram; `format_report` renders the seed's classification-report tables.
 
-Depends on: calibration, checkpoint, classifier (any model), data (splits), ensemble (per-member
+Depends on: errors, calibration, checkpoint, classifier (any model), data (splits), ensemble (per-member
 scores), plots, export
 (ONNX metadata, when an .onnx file is calibrated); scikit-learn for
 the metrics.
@@ -26,6 +26,7 @@ from .checkpoint import LoadedModel, read_checkpoint, save_checkpoint
 from .classifier import Classifier, as_classifier, load_classifier
 from .data import EVAL_SPLITS, VAL_SPLITS, FerData, holdout_split, load_dataset, select_split
 from .ensemble import ensemble_members, member_probabilities
+from .errors import InputError
 from .files import atomic_write_text, check_writable
 from .inference import check_tta
 from .labels import class_mapping
@@ -161,7 +162,7 @@ def shared_classes(model_names: tuple[str, ...], data_names: tuple[str, ...]) ->
     'happy' is FER+'s 'happiness'); an error when the sets share too little to compare."""
     mapping = class_mapping(model_names, data_names)
     if len(mapping) < 2:
-        raise ValueError(
+        raise InputError(
             f"the data's classes ({', '.join(data_names)}) differ from the model's "
             f"({', '.join(model_names)}) and share fewer than two emotions"
         )
@@ -261,7 +262,7 @@ def evaluate_source(
     in the current folder). Returns (scored split, classifier, json path, heatmap path);
     report.py turns the scored split into the HTML page."""
     if not source:
-        raise ValueError("--data is required: the cache or source holding the split to score")
+        raise InputError("--data is required: the cache or source holding the split to score")
     check_tta(tta, "--tta")
     classifier = load_classifier(ref, device, precision, calibrated)
     # An image folder is read with the model's own class names (fer2013 or yours).
@@ -307,7 +308,7 @@ def calibrate_classifier(classifier: Any, images: np.ndarray, labels: np.ndarray
                          tta: str | None = None) -> dict[str, Any]:
     """Fit a classifier's temperature on labelled faces with its own (or the given) TTA."""
     if len(labels) < MIN_CALIBRATION_FACES:
-        raise ValueError(f"split {split}: {len(labels)} labelled faces are too few to fit a confidence "
+        raise InputError(f"split {split}: {len(labels)} labelled faces are too few to fit a confidence "
                          f"temperature (at least {MIN_CALIBRATION_FACES})")
     tta = classifier.tta if tta is None else tta
     probs = classifier.predict_proba(images, tta, calibrated=False)
@@ -336,19 +337,19 @@ def calibrate_model(
     """What `ferlab calibrate` runs: fit the model's temperature on a validation split of
     `source` ('auto': PublicTest / FER2013Valid, never the test split) and store it."""
     if not source:
-        raise ValueError("--data is required: the cache or source holding the validation split")
+        raise InputError("--data is required: the cache or source holding the validation split")
     check_tta(tta, "--tta")
     classifier = load_classifier(ref, device, precision, calibrated=False)
     if out is None and is_shipped(classifier.path):
-        raise ValueError(f"{classifier.path.name} is a shipped model: pass -o FILE for the calibrated copy")
+        raise InputError(f"{classifier.path.name} is a shipped model: pass -o FILE for the calibrated copy")
     target = Path(out) if out is not None else classifier.path
     kind = ".onnx" if classifier.path.suffix == ".onnx" else ".pt"
     if target.suffix != kind:  # the copy is the same kind of file as the model
-        raise ValueError(f"{target}: the calibrated copy of {classifier.path.name} must be a {kind} file")
+        raise InputError(f"{target}: the calibrated copy of {classifier.path.name} must be a {kind} file")
     check_writable(target.parent)  # before the data is read and the faces scored
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
     if tuple(data.class_names) != tuple(classifier.class_names):
-        raise ValueError(f"{source}: its classes ({', '.join(data.class_names)}) differ from the "
+        raise InputError(f"{source}: its classes ({', '.join(data.class_names)}) differ from the "
                          f"model's ({', '.join(classifier.class_names)}); calibrate on data with the "
                          "model's own label set")
     if split == "auto" and not any(data.resolve_split(s) for s in VAL_SPLITS):

@@ -14,7 +14,7 @@ The map explains the plain forward pass of the network, without TTA: the class
 explained is the one the classifier predicts with its own TTA unless named.
 ONNX exports carry no gradients: saliency needs the PyTorch checkpoint.
 
-Depends on: classifier (require_torch), models (ensemble members), preprocess; captum,
+Depends on: errors, classifier (require_torch), models (ensemble members), preprocess; captum,
 matplotlib (colour maps), torch.
 """
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputError
 from .models.ensemble import without_member_tta
 from .preprocess import preprocess
 
@@ -39,7 +40,7 @@ IG_STEPS = 32
 def check_method(method: str) -> str:
     method = method.replace("-", "_")
     if method not in METHODS:
-        raise ValueError(
+        raise InputError(
             f"saliency method must be one of {', '.join(m.replace('_', '-') for m in METHODS)}, "
             f"got {method!r}"
         )
@@ -77,7 +78,7 @@ def last_convolutions(model: nn.Module, input_size: int = 48) -> list[nn.Module]
             fine = [m for m, side in mine if side >= MIN_CAM_SIDE]
             layers.append(fine[-1] if fine else mine[-1][0])
     if not layers:
-        raise ValueError(
+        raise InputError(
             "saliency: the model has no convolution to explain with Grad-CAM; use method integrated-gradients"
         )
     return layers
@@ -121,14 +122,14 @@ def saliency_maps(
     torch_classifier = require_torch(classifier, "saliency")
     faces = np.asarray(faces)
     if faces.ndim != 3 or faces.dtype != np.uint8:
-        raise ValueError(f"saliency: faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
+        raise InputError(f"saliency: faces must be uint8 (N, H, W), got {faces.dtype} {faces.shape}")
     if targets is None:
         targets = classifier.predict_proba(faces).argmax(1) if len(faces) else np.zeros(0, int)
     targets = np.asarray(targets, dtype=np.int64)
     if len(targets) != len(faces):
-        raise ValueError(f"saliency: {len(targets)} targets for {len(faces)} faces")
+        raise InputError(f"saliency: {len(targets)} targets for {len(faces)} faces")
     if len(faces) and not (0 <= targets.min() and targets.max() < len(classifier.class_names)):
-        raise ValueError(f"saliency: class ids must be in 0..{len(classifier.class_names) - 1}")
+        raise InputError(f"saliency: class ids must be in 0..{len(classifier.class_names) - 1}")
     device = torch_classifier.runtime.device
     model = _explainable(torch_classifier.model).to(device)
     size = faces.shape[-1] if len(faces) else classifier.preprocessing.image_size

@@ -9,7 +9,7 @@ Quantization changes the outputs slightly; score the result with
 `export_model` is what `ferlab export` runs: any PyTorch model reference to a slim
 .pt, an ONNX file or an int8 ONNX file.
 
-Depends on: checkpoint, classifier, data (calibration faces), files, inference,
+Depends on: errors, checkpoint, classifier, data (calibration faces), files, inference,
 preprocess; onnx and onnxruntime's quantization tools.
 """
 
@@ -30,6 +30,7 @@ from .checkpoint import LoadedModel, slim_checkpoint
 from .classifier import ONNX_METADATA_KEY as METADATA_KEY
 from .classifier import load_classifier, require_torch
 from .data import TRAIN_SPLIT, load_dataset, stratified_subset
+from .errors import CheckpointError, InputError
 from .files import atomic_path, check_writable, refuse_overwriting_inputs
 from .inference import check_tta
 from .preprocess import Preprocessing, preprocess
@@ -80,7 +81,7 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, faces: np.ndarray,
     """int8 copy of a ferlab ONNX model; `faces` (N, 48, 48) uint8 calibrate the activations."""
     meta = read_onnx_metadata(fp32_path)
     if len(faces) == 0:
-        raise ValueError("int8 calibration needs at least one face image")
+        raise InputError("int8 calibration needs at least one face image")
     pp = Preprocessing.from_dict(meta["preprocessing"])
     x = preprocess(torch.from_numpy(np.ascontiguousarray(faces)), pp).numpy()
     input_name = onnx.load(str(fp32_path)).graph.input[0].name
@@ -119,7 +120,7 @@ def read_onnx_metadata(path: str | Path) -> dict:
     proto = onnx.load(str(path))
     entries = {e.key: e.value for e in proto.metadata_props}
     if METADATA_KEY not in entries:
-        raise ValueError(f"{path}: not exported by ferlab (no '{METADATA_KEY}' metadata)")
+        raise CheckpointError(f"{path}: not exported by ferlab (no '{METADATA_KEY}' metadata)")
     return json.loads(entries[METADATA_KEY])
 
 
@@ -159,9 +160,9 @@ def export_model(
     slim `.pt`, an ONNX file, or with `int8` a quantized ONNX file; returns (path, source)."""
     out = Path(out)
     if out.suffix not in (".onnx", ".pt", ".pth"):
-        raise ValueError(f"{out}: choose a .onnx or .pt output")
+        raise InputError(f"{out}: choose a .onnx or .pt output")
     if int8 and (out.suffix != ".onnx" or not calibration_data):
-        raise ValueError("--int8 writes a .onnx file and needs --calibration-data "
+        raise InputError("--int8 writes a .onnx file and needs --calibration-data "
                          "(a cache or source of faces)")
     check_writable(out.parent)  # before the model loads and calibration runs
     loaded = require_torch(load_classifier(ref, device="cpu", precision="fp32"), "export").loaded

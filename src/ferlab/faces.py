@@ -6,7 +6,7 @@ detector's box: FER2013's faces include some forehead and chin and are square, s
 detector has a `CropRule` (centre shift, side, which side of the box it scales),
 measured so that the classifiers see FER2013's framing (benchmarks/crop_rule.py).
 
-Depends on: OpenCV, numpy.
+Depends on: errors, OpenCV, numpy.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .errors import InputError, UserError
+
 # The smallest face sought by default, as a share of the image's shorter side: portraits,
 # selfies and webcams. Group photos with small faces: min_size=0.05 (slower).
 DEFAULT_MIN_FACE = 0.15
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(UserError, RuntimeError):
     """A face detector that cannot run on this machine; the message says why."""
 
 
@@ -62,9 +64,9 @@ class CropRule:
 
     def __post_init__(self):
         if self.basis not in ("width", "height", "max"):
-            raise ValueError(f"crop basis must be width, height or max, got {self.basis!r}")
+            raise InputError(f"crop basis must be width, height or max, got {self.basis!r}")
         if not 0.5 <= self.side <= 3:
-            raise ValueError(f"crop side must be 0.5-3 times the box, got {self.side}")
+            raise InputError(f"crop side must be 0.5-3 times the box, got {self.side}")
 
     @classmethod
     def from_margin(cls, margin: float) -> CropRule:
@@ -89,7 +91,7 @@ def crop_box(shape: tuple[int, ...], box: FaceBox, rule: CropRule) -> FaceBox:
 
 def check_min_size(min_size: float) -> None:
     if not 0 < min_size <= 1:
-        raise ValueError(f"min face size must be a share of the image's shorter side in (0, 1], "
+        raise InputError(f"min face size must be a share of the image's shorter side in (0, 1], "
                          f"got {min_size}")
 
 
@@ -100,9 +102,9 @@ def check_hints(hints: Sequence[Sequence[float]]) -> list[list[float]]:
         try:
             x, y, w, h = (float(v) for v in box)
         except (TypeError, ValueError):
-            raise ValueError(f"a face hint must be [x, y, w, h] numbers, got {box!r}") from None
+            raise InputError(f"a face hint must be [x, y, w, h] numbers, got {box!r}") from None
         if not (w > 0 and h > 0):
-            raise ValueError(f"a face hint needs a positive width and height, got {box!r}")
+            raise InputError(f"a face hint needs a positive width and height, got {box!r}")
         out.append([x, y, w, h])
     return out
 

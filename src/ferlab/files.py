@@ -7,7 +7,7 @@ no longer running (or older than a day). A full disk or a folder that cannot be
 written is one `WriteError` naming the file and the reason. `folder_lock` keeps one
 writer per folder (a training run's).
 
-Depends on: processes; the standard library.
+Depends on: errors, processes; the standard library.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UserError
 from .processes import alive
 
 _TEMP = re.compile(r"^\..*\.tmp-(\d+)-[A-Za-z0-9_]{8}(\.[^/]*)?$")
@@ -29,7 +30,7 @@ STALE_SECONDS = 24 * 3600
 _cleaned: set[Path] = set()  # folders already swept by this process
 
 
-class WriteError(OSError):
+class WriteError(UserError, OSError):
     """An output that cannot be written: no space left, no permission, not a folder."""
 
     def __str__(self) -> str:
@@ -91,7 +92,7 @@ def check_writable(folder: str | Path) -> None:
         raise write_failure(folder, e) from e
 
 
-class OverwritesInput(ValueError):
+class OverwritesInput(UserError, ValueError):
     """An output path that names one of the inputs it is made from."""
 
 
@@ -154,7 +155,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 LOCK_NAME = ".ferlab.lock"
 
 
-class FolderBusy(ValueError):
+class FolderBusy(UserError, ValueError):
     """Another live process is writing the folder; the message names its PID."""
 
 

@@ -4,7 +4,7 @@ Inputs are expanded (folders -> the images and videos inside, globs -> matches),
 each photo goes through `EmotionRecognizer.detect_emotions`, each video through
 `predict_video`. A file that cannot be read is reported and the rest still run.
 
-Depends on: data (image extensions), explain (--explain), faces (drawing), files, preprocess (decoding),
+Depends on: errors, data (image extensions), explain (--explain), faces (drawing), files, preprocess (decoding),
 shipped, video; PIL.
 """
 
@@ -20,27 +20,19 @@ from typing import Any
 from PIL import Image
 
 from .data import IMAGE_EXTENSIONS
+from .errors import InputError, UserError
 from .faces import draw_faces
 from .files import atomic_path
 from .preprocess import as_rgb_array
-from .shipped import BUNDLED_NAMES, RUN_FOLDER_MODELS, SAMPLE_PHOTO
+from .shipped import SAMPLE_PHOTO, is_model_ref
 from .video import VIDEO_EXTENSIONS, predict_video
 
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | {".webp", ".bmp"}
 
 
-def looks_like_model(path: str) -> bool:
-    """Whether `ferlab predict`'s first argument names a model rather than an image."""
-    p = Path(path)
-    if path in BUNDLED_NAMES and not p.exists():  # a shipped model's name: bundled, fast, fast-int8
-        return True
-    return p.suffix in (".pt", ".pth", ".onnx") or (
-        p.is_dir() and any((p / n).exists() for n in RUN_FOLDER_MODELS))
-
-
 def split_model_argument(inputs: list[str]) -> tuple[str | None, list[str]]:
     """(model reference or None, the image/video inputs)."""
-    if inputs and looks_like_model(inputs[0]):
+    if inputs and is_model_ref(inputs[0]):
         return inputs[0], inputs[1:]
     return None, list(inputs)
 
@@ -93,7 +85,7 @@ def predict_files(
     """Each file in turn; with `explain_dir`, photos' faces also get saliency PNGs there
     (`explain.save_explanations`; listed in `result.explanations`)."""
     if every < 1:  # refused once, up front, not once per video
-        raise ValueError(f"--every must be >= 1, got {every}")
+        raise InputError(f"--every must be >= 1, got {every}")
     result = PredictResult()
     outputs = OutputNames()
     for path in files:
@@ -121,7 +113,7 @@ def predict_files(
             if annotate_dir is not None:
                 suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
                 save_annotated(rgb, faces, annotate_dir / outputs.name(path, f"_annotated{suffix}"))
-        except Exception as e:  # any unreadable input is reported; the others still run
+        except (UserError, OSError) as e:  # an unreadable input is reported; the others still run
             message = str(e)  # a message that names the file already is not prefixed again
             result.errors.append(message if message.startswith(f"{path}:") else f"{path}: {message}")
     return result

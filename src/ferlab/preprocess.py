@@ -9,7 +9,7 @@ Two steps, kept apart because they run in different places:
   Training calls it on the device after augmentation; the parameters travel in
   every checkpoint so inference can never drift from training.
 
-`decode_image` is the one decoder of image files and uploads. Depends on PIL and
+`decode_image` is the one decoder of image files and uploads. Depends on errors, PIL and
 numpy only (torch is imported only when given a tensor).
 """
 
@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .errors import InputError, UserError
 
 IMAGE_SIZE = 48
 
@@ -43,25 +45,25 @@ class Preprocessing:
         # A checkpoint from elsewhere can carry any numbers: a zero std divides by zero.
         if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) \
                 or not 8 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be a whole number from 8 to 1024, got {self.image_size!r}")
+            raise InputError(f"image_size must be a whole number from 8 to 1024, got {self.image_size!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+                raise InputError(f"{name} must be a finite number, got {value!r}")
         if not self.std > 0:
-            raise ValueError(f"std must be positive, got {self.std!r}")
+            raise InputError(f"std must be positive, got {self.std!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         if not isinstance(d, dict):
-            raise ValueError(f"must be a mapping of image_size, mean and std, got {type(d).__name__}")
+            raise InputError(f"must be a mapping of image_size, mean and std, got {type(d).__name__}")
         unknown = sorted(set(d) - {"image_size", "mean", "std"})
         if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
+            raise InputError(f"unknown field(s) {', '.join(map(str, unknown))}")
         return cls(**d)
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be used: undecodable, or larger than the pixel cap."""
 
 
@@ -120,6 +122,10 @@ def decode_image(source: str | Path | bytes, max_pixels: int | None = None,
             return im.copy()
     except Image.DecompressionBombError as e:
         raise ImageError(str(e)) from e
+    except (ImageError, FileNotFoundError):
+        raise
+    except Exception as e:  # PIL raises many types for a broken file (OSError, SyntaxError, ...)
+        raise ImageError(f"unreadable or truncated image ({e})") from e
 
 
 load_image = decode_image  # the name ingest and older callers use for files

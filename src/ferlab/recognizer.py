@@ -13,7 +13,7 @@ model's int8 export on ONNX Runtime, see `shipped.default_predict_path`), decodi
 `explain(image)` adds each face's saliency map (see explain.py) and the region the
 classifier saw.
 
-Depends on: classifier, detection, explain (only when explaining), faces, preprocess, shipped,
+Depends on: errors, classifier, detection, explain (only when explaining), faces, preprocess, shipped,
 tta.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from .classifier import load_classifier
 from .detection import check_detector, crop_rule_of, detector_name, make_detector
+from .errors import InputError
 from .faces import CropRule, FaceBox, crop_box, to_gray
 from .preprocess import as_rgb_array, to_gray48
 from .shipped import default_predict_path, twin_checkpoint
@@ -145,7 +146,7 @@ class EmotionRecognizer:
         names = self.class_names
         unknown = [c for c in classes or () if c not in names]
         if unknown:
-            raise ValueError(f"unknown class {', '.join(map(repr, unknown))}; this model's classes: "
+            raise InputError(f"unknown class {', '.join(map(repr, unknown))}; this model's classes: "
                              f"{', '.join(names)}")
         gray, boxes, bounds = self._locate(image)
         crops = [gray[b.y : b.y + b.h, b.x : b.x + b.w] for b in bounds]

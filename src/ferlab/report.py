@@ -10,7 +10,7 @@ figure and image inlined as a PNG data URL, so it opens from disk in any browser
 with no server and travels as one file. The page also carries the command and the
 model's card (what its checkpoint or ONNX metadata says about it).
 
-Depends on: evaluation (Scored, reliability_curves), explain (saliency), files, plots; matplotlib.
+Depends on: errors, evaluation (Scored, reliability_curves), explain (saliency), files, plots; matplotlib.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .errors import InputError
 from .evaluation import Scored, reliability_curves
 from .files import atomic_write_text
 from .plots import confusion_figure, gallery_figure, per_class_figure, reliability_figure
@@ -331,7 +332,7 @@ def check_html_path(path: str | Path) -> None:
     from .files import check_writable
 
     if Path(path).is_dir():
-        raise ValueError(f"--html {path}: a folder; give the page's file name (report.html)")
+        raise InputError(f"--html {path}: a folder; give the page's file name (report.html)")
     check_writable(Path(path).absolute().parent)
 
 

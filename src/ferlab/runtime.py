@@ -1,6 +1,6 @@
 """Where and how tensors run: device choice (cuda > mps > cpu), precision, memory format.
 
-Depends on: torch.
+Depends on: errors, torch.
 """
 
 from __future__ import annotations
@@ -10,14 +10,19 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError as e:  # torch's message lists every backend torch knows
+            raise InputError(f"device {name!r} is not a device name; choose auto, cpu, cuda, cuda:N or mps") from e
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
+            raise InputError(f"device {name!r} requested but CUDA is not available")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {name!r} requested but MPS is not available")
+            raise InputError(f"device {name!r} requested but MPS is not available")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -44,7 +49,7 @@ def pick_precision(device: torch.device, name: str = "auto") -> torch.dtype | No
     if name == "fp16":
         return torch.float16
     if name != "auto":
-        raise ValueError(f"train.precision must be auto, fp32, bf16 or fp16, got {name!r}")
+        raise InputError(f"train.precision must be auto, fp32, bf16 or fp16, got {name!r}")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_bf16():

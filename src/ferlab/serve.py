@@ -22,7 +22,7 @@ requests for other Host headers.
                        a "show heatmap" toggle per face)
     GET  /docs         -> OpenAPI docs
 
-Depends on: recognizer (the model), preprocess (the one image decoder), explain (heatmaps),
+Depends on: errors, recognizer (the model), preprocess (the one image decoder), explain (heatmaps),
 processes (workers end with the parent);
 FastAPI, uvicorn.
 """
@@ -45,6 +45,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
+from .errors import InputError
 from .preprocess import ImageError, as_rgb_array, decode_cost
 from .processes import die_with_parent
 from .recognizer import EmotionRecognizer
@@ -105,7 +106,7 @@ class DecodeBudget:
     @classmethod
     def megabytes(cls, mb: float) -> DecodeBudget:
         if not mb > 0:
-            raise ValueError(f"--decode-budget-mb must be a positive number of megabytes, got {mb}")
+            raise InputError(f"--decode-budget-mb must be a positive number of megabytes, got {mb}")
         return cls(int(mb * 1024 * 1024))
 
     @contextlib.asynccontextmanager
@@ -142,7 +143,7 @@ def create_app(
     """Build the app around one recognizer (loaded here, once). The recognizer's face
     detector is shared by the request threads (both backends are thread-safe)."""
     if not max_upload_mb > 0:
-        raise ValueError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
+        raise InputError(f"--max-upload-mb must be a positive number of megabytes, got {max_upload_mb}")
     # One thread per image and one image per core in flight (`slots`): no oversubscription.
     recognizer = recognizer or EmotionRecognizer(model, device=device, threads=1, detector=detector)
     limit = int(max_upload_mb * 1024 * 1024)
@@ -265,18 +266,18 @@ def _name(file: UploadFile) -> str:
 def check_port(host: str, port: int) -> None:
     """Bind once before the app starts, so a bad port is one clear message, not a traceback."""
     if not 0 < port < 65536:
-        raise ValueError(f"--port must be 1-65535, got {port}")
+        raise InputError(f"--port must be 1-65535, got {port}")
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except socket.gaierror as e:
-        raise ValueError(f"cannot listen on {host}:{port}: unknown host ({e.strerror})") from e
+        raise InputError(f"cannot listen on {host}:{port}: unknown host ({e.strerror})") from e
     except OSError as e:
         why = {errno.EADDRINUSE: "the port is already in use", errno.EACCES: "the port needs more privileges",
                errno.EADDRNOTAVAIL: "the host is not an address of this machine"}.get(e.errno, e.strerror)
-        raise ValueError(f"cannot listen on {host}:{port}: {why}") from e
+        raise InputError(f"cannot listen on {host}:{port}: {why}") from e
 
 
 SETTINGS_ENV = "FERLAB_SERVE_SETTINGS"  # how `serve --workers N` hands its settings to each worker
@@ -293,7 +294,7 @@ def serve(model: str | Path | None = None, host: str = "127.0.0.1", port: int = 
     the cores (so they do not fight over them) and one image in flight at a time."""
     check_port(host, port)
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise InputError(f"--workers must be >= 1, got {workers}")
     if workers == 1:
         app = create_app(model, max_upload_mb=max_upload_mb, device=device, recognizer=recognizer,
                          decode_budget_mb=decode_budget_mb,

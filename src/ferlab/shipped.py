@@ -6,12 +6,14 @@ path, run folder or .onnx file): `ferlab predict fast-int8 photo.jpg`,
 `EmotionRecognizer("fast")`, `train.teacher: bundled`. A real file or folder of
 the same name wins, so a user's own `bundled/` run folder is never shadowed.
 
-Depends on nothing but the standard library.
+Depends on: errors; nothing else but the standard library.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from .errors import UserError
 
 WEIGHTS = Path(__file__).parent / "weights"
 BUNDLED_MODEL = WEIGHTS / "ferlab-fer2013.pt"
@@ -37,9 +39,10 @@ TWINS = {BUNDLED_INT8.name: BUNDLED_MODEL, BUNDLED_ENSEMBLE_INT8.name: BUNDLED_E
 SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
 # What a run folder given as a model means, in order: the one list every resolver reads.
 RUN_FOLDER_MODELS = ("best.pt", "last.pt", "model.pt")
+MODEL_SUFFIXES = (".pt", ".pth", ".onnx")
 
 
-class ShippedModelMissing(FileNotFoundError):
+class ShippedModelMissing(UserError, FileNotFoundError):
     """A shipped model's file is absent from this install (a trimmed wheel, a source tree)."""
 
 
@@ -81,6 +84,36 @@ def bundled_path(name: str | Path) -> Path | None:
     if not path.exists():
         raise ShippedModelMissing(f"no {name!s} model in this install ({path.name})")
     return path
+
+
+def resolve_model_ref(ref: str | Path | None, *, default=default_model_path) -> Path:
+    """The one reader of a model reference, used by every command and loader: None -> the
+    default model (`default()`); a shipped model's name -> its file; a run folder -> the
+    first of RUN_FOLDER_MODELS it holds; anything else -> the path as given (the loader
+    that opens it says what is wrong with it)."""
+    if ref is None:
+        return default()
+    path = bundled_path(ref) or Path(ref)
+    if path.is_dir():
+        for name in RUN_FOLDER_MODELS:
+            if (path / name).exists():
+                return path / name
+    return path
+
+
+def is_model_ref(ref: str) -> bool:
+    """Whether a command-line argument names a model rather than a photo or photo folder
+    (`ferlab predict [MODEL] INPUTS...`): a shipped name, a model file, a run folder."""
+    path = Path(ref)
+    if ref in BUNDLED_NAMES and not path.exists():
+        return True
+    return path.suffix in MODEL_SUFFIXES or (
+        path.is_dir() and any((path / n).exists() for n in RUN_FOLDER_MODELS))
+
+
+def model_help(what: str = "checkpoint, run folder, .onnx", default: str = "") -> str:
+    """A CLI help string for a model argument, naming every shipped model."""
+    return f"{what}, or a shipped model: {', '.join(BUNDLED_NAMES)}" + (f" (default: {default})" if default else "")
 
 
 def portable_source(path: str | Path) -> str:

@@ -1,6 +1,6 @@
 """`ferlab speedrun`: train within a wall-clock budget and report time to accuracy.
 
-Depends on: config, data, evaluation, files, training.
+Depends on: errors, config, data, evaluation, files, training.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from .checkpoint import load_checkpoint
 from .config import Config, replace
 from .data import load_dataset
+from .errors import InputError
 from .evaluation import evaluate
 from .files import atomic_write_text
 from .training import train
@@ -66,7 +67,7 @@ def speedrun(
 ) -> list[dict[str, Any]]:
     """Train with the schedule fitted to the budget; save and print the time-to-accuracy table."""
     if budget_minutes <= 0:
-        raise ValueError(f"--budget-minutes must be positive, got {budget_minutes}")
+        raise InputError(f"--budget-minutes must be positive, got {budget_minutes}")
     cfg = replace(cfg, "train", budget_minutes=float(budget_minutes))
     start = time.perf_counter()
     history = train(cfg, out_dir, resume=resume, progress=progress, log=log, run_name="speedrun")

@@ -9,7 +9,7 @@ that goes unmatched for more than `max_age` frames ends (a missed detection or t
 does not split a person into two tracks). Ids are 1, 2, 3, ... in order of first
 appearance and are never reused.
 
-Depends on: faces (box IoU), numpy, scipy.
+Depends on: errors, faces (box IoU), numpy, scipy.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from scipy.optimize import linear_sum_assignment
 
+from .errors import InputError
 from .faces import iou_matrix  # box geometry lives with the detector
 
 Box = Sequence[int]  # x, y, w, h
@@ -35,9 +36,9 @@ class Track:
 class IouTracker:
     def __init__(self, min_iou: float = 0.3, max_age: int = 10):
         if not 0 < min_iou <= 1:
-            raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+            raise InputError(f"min_iou must be in (0, 1], got {min_iou}")
         if max_age < 0:
-            raise ValueError(f"max_age must be >= 0 frames, got {max_age}")
+            raise InputError(f"max_age must be >= 0 frames, got {max_age}")
         self.min_iou, self.max_age = min_iou, max_age
         self.tracks: list[Track] = []
         self.next_id = 1

@@ -7,7 +7,7 @@ row per face per processed frame (frame, time, track, box, emotion, probabilitie
 the annotated copy draws "#id emotion", and the timeline PNG plots each track's
 probabilities over time.
 
-Depends on: faces (drawing), files, plots (the timeline), tracking; OpenCV for reading and
+Depends on: errors, faces (drawing), files, plots (the timeline), tracking; OpenCV for reading and
 writing video.
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
+from .errors import InputError
 from .faces import draw_faces
 from .files import atomic_path
 from .tracking import IouTracker
@@ -41,10 +42,10 @@ def predict_video(
 ) -> dict[str, Any]:
     """Write one CSV row per face per processed frame (and the timeline PNG); return a summary."""
     if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+        raise InputError(f"--every must be >= 1, got {every}")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise ValueError(f"{path}: cannot open video")
+        raise InputError(f"{path}: cannot open video")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     names = recognizer.class_names
@@ -98,7 +99,7 @@ def predict_video(
             if bar is not None:
                 bar.update()
         if frames == 0:
-            raise ValueError(f"{path}: no frames could be read")
+            raise InputError(f"{path}: no frames could be read")
     if timeline_out is not None:
         from .plots import plot_timeline
 

@@ -7,7 +7,7 @@ image whose votes give no majority emotion keeps its votes (the soft-label
 training modes can use it) with label `UNKNOWN` or `NOT_A_FACE`; `labeled()`
 drops those, and every evaluation scores only labeled images.
 
-Depends on: labels; numpy (scikit-learn for the stratified subsets).
+Depends on: errors, labels; numpy (scikit-learn for the stratified subsets).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UserError
 from ..labels import EMOTIONS
 
 # Split names, in one place. FER2013's three, in their order:
@@ -33,7 +34,7 @@ EVAL_SPLITS = ("PrivateTest", "PublicTest", "test", "val", "valid", "validation"
 UNKNOWN, NOT_A_FACE = -1, -2
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or missing input data. The message names the file, row or member and the reason."""
 
 

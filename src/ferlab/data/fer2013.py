@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..labels import EMOTIONS, NUM_CLASSES, emotion_id, known_folder_names
-from ..preprocess import IMAGE_SIZE, load_image, to_gray48
+from ..preprocess import IMAGE_SIZE, ImageError, load_image, to_gray48
 from .core import SPLIT_ORDER, TRAIN_SPLIT, DataError, FerData, LoadReport, assemble
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm"}
@@ -252,8 +252,8 @@ def read_image_folder(
                 split = (_split_of_folder(p[-3]) or p[-3]) if len(p) >= 3 else split_name
             try:
                 im = load_image(opener(name))
-            except Exception as e:  # PIL raises many types for broken files
-                report.bad(f"{where}: unreadable or truncated image ({e})", skip_bad)
+            except ImageError as e:
+                report.bad(f"{where}: {e}", skip_bad)
                 continue
             if im.mode != "L" or im.size != (IMAGE_SIZE, IMAGE_SIZE):
                 report.converted += 1

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS
-from ..preprocess import load_image, to_gray48
+from ..preprocess import ImageError, load_image, to_gray48
 from .core import FERPLUS_SPLITS, DataError, FerData, LoadReport, assemble
 from .fer2013 import IMAGE_EXTENSIONS, archive_members, iter_progress, read_csv
 from .votes import majority_labels
@@ -107,8 +107,8 @@ def read_ferplus_layout(path: Path, report: LoadReport, skip_bad: bool, progress
                 except DataError as e:
                     report.bad(str(e), skip_bad)
                     continue
-                except Exception as e:  # PIL raises many types for broken files
-                    report.bad(f"{path}: {prefix}{name}: unreadable or truncated image ({e})", skip_bad)
+                except ImageError as e:
+                    report.bad(f"{path}: {prefix}{name}: {e}", skip_bad)
                     continue
                 images.append(face)
                 splits.append(split)

@@ -18,13 +18,14 @@ Distribution"; FERPlus `src/ferplus.py`):
 
 A face whose result is unknown or not-a-face is left out of training in that mode.
 
-Depends on: labels, this package's core (the UNKNOWN / NOT_A_FACE label values); numpy.
+Depends on: errors, labels, this package's core (the UNKNOWN / NOT_A_FACE label values); numpy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from ..labels import FERPLUS_EMOTIONS
 from .core import NOT_A_FACE, UNKNOWN
 
@@ -79,7 +80,7 @@ def vote_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     distribution over the acceptable emotions (the loss reads its support).
     """
     if mode not in LABEL_MODES:
-        raise ValueError(f"data.labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+        raise InputError(f"data.labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
     v = remove_outliers(np.atleast_2d(votes))
     if mode == "majority":
         labels = majority_labels(votes)

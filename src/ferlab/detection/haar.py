@@ -5,7 +5,7 @@ Detection uses the Haar cascade that opencv-python-headless 4.x ships
 upright faces; heads turned three-quarters, tilted, or under a cap are often missed
 (YuNet, detection/yunet.py, finds most of them).
 
-Depends on: faces (boxes, crops, hints), OpenCV, numpy.
+Depends on: errors, faces (boxes, crops, hints), OpenCV, numpy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..faces import DEFAULT_MIN_FACE, CropRule, FaceBox, check_hints, check_min_size, iou_matrix
+from ..errors import InputError
+from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable, FaceBox, check_hints, check_min_size, iou_matrix
 
 # alt2 over "default": as many faces found on FER2013 validation faces pasted into photos,
 # and far fewer double boxes on one face (benchmarks/everyday.py --data, "detector" table).
@@ -82,15 +83,15 @@ class HaarDetector:
         edge_pad: float = EDGE_PAD,
     ):
         if not hasattr(cv2, "CascadeClassifier"):
-            raise RuntimeError(
+            raise DetectorUnavailable(
                 "this OpenCV has no CascadeClassifier (OpenCV 5 removed it); "
                 "install opencv-python-headless<5"
             )
         check_min_size(min_size)
         if not scale_factor > 1:
-            raise ValueError(f"detector scale factor must be > 1, got {scale_factor}")
+            raise InputError(f"detector scale factor must be > 1, got {scale_factor}")
         if not 0 <= edge_pad <= 0.5:
-            raise ValueError(f"edge padding must be a share of the shorter side in [0, 0.5], got {edge_pad}")
+            raise InputError(f"edge padding must be a share of the shorter side in [0, 0.5], got {edge_pad}")
         self._path = Path(cascade) if cascade else Path(cv2.data.haarcascades) / DEFAULT_CASCADE
         self._local = threading.local()
         _ = self._cascade  # loaded now: a bad cascade file fails here, not at the first photo
@@ -103,7 +104,7 @@ class HaarDetector:
         if cascade is None:
             cascade = self._local.cascade = cv2.CascadeClassifier(str(self._path))
             if cascade.empty():
-                raise RuntimeError(f"{self._path}: cannot load the face-detector cascade")
+                raise DetectorUnavailable(f"{self._path}: cannot load the face-detector cascade")
         return cascade
 
     def detect(self, gray: np.ndarray, hints: Sequence[Sequence[int]] = ()) -> list[FaceBox]:

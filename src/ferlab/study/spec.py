@@ -4,7 +4,7 @@ A study is a list of *stages*. Each stage is one Optuna study; a trial trains on
 *point* (a set of dotted config overrides) once per seed. One-at-a-time (`oat`)
 and `grid` stages know their points up front; `tpe` stages sample a space.
 
-Depends on: config; PyYAML. Nothing here touches Optuna or trains.
+Depends on: errors, config; PyYAML. Nothing here touches Optuna or trains.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..config import Config, load_yaml, to_dict
+from ..errors import UserError
 
 # The seed report's sweeps, in its order; each point is a set of dotted overrides.
 SEED_FILTERS = [32, 64, 128, 256, 512]
@@ -37,8 +38,8 @@ SEED_CHOICES = {"block_num": 4, "layer_num": 2, "filters_in_each_block": [64, 12
                 "kernel_size": 3, "pool_size": 4, "dropout_rate": 0.2, "batch_size": 256}
 
 
-class SweepError(ValueError):
-    pass
+class SweepError(UserError, ValueError):
+    """A study or sweep that cannot run as specified; the message names the field."""
 
 
 @dataclass(frozen=True)

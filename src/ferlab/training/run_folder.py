@@ -9,7 +9,7 @@ Each file is written atomically, so a run killed at any moment resumes from its
 last completed epoch. An existing run is never overwritten without `--resume`,
 and a resume refuses a changed config (only `train.epochs` may change).
 
-Depends on: checkpoint, config, files, plots.
+Depends on: errors, checkpoint, config, files, plots.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import Config, replace, save_config, to_dict
+from ..errors import UserError
 from ..files import atomic_write_text, folder_lock
 from ..plots import plot_loss_acc
 
@@ -34,7 +35,7 @@ HISTORY_FIELDS = (
 )
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run folder that cannot be used as asked (exists already, or config changed)."""
 
 
