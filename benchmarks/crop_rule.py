@@ -87,7 +87,7 @@ def crop_table(photos, clf, tta) -> None:
     size = clf.preprocessing.image_size
     labels = np.array([label for _, _, label in photos])
     truth = np.stack([to_gray48(g[y : y + s, x : x + s], size) for g, (x, y, s, _), _ in photos])
-    right = clf.predict_proba(truth, tta).argmax(1) == labels
+    right = clf.predict_proba(truth, tta=tta).argmax(1) == labels
     print(f"\ncrop rule: accuracy of the faces each detector found ({Path(clf.path).name}, TTA {tta}); "
           f"truth: the pasted square itself")
     print(f"{'detector':<8}{'rule':<34}{'found':>7}{'acc (found)':>13}{'truth (found)':>15}{'acc (all)':>11}")
@@ -101,7 +101,7 @@ def crop_table(photos, clf, tta) -> None:
             for k, box in hits:
                 c = crop_box(photos[k][0].shape, box, rule)
                 crops.append(to_gray48(photos[k][0][c.y : c.y + c.h, c.x : c.x + c.w], size))
-            ok = clf.predict_proba(np.stack(crops), tta).argmax(1) == labels[idx]
+            ok = clf.predict_proba(np.stack(crops), tta=tta).argmax(1) == labels[idx]
             rows.append((ok.mean(), rule, ok.sum()))
         for acc, rule, n_ok in sorted(rows, key=lambda r: -r[0]):
             desc = f"side {rule.side:.1f} x {rule.basis}, dy {rule.dy:+.2f}"

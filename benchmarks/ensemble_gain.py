@@ -42,7 +42,7 @@ def main() -> None:
         except (OSError, ValueError) as e:  # ferlab's loader names the file and the reason
             raise SystemExit(f"error: {e}") from None
         start = time.perf_counter()
-        probs.append(clf.predict_proba(part.images, clf.tta))
+        probs.append(clf.predict_proba(part.images, tta=clf.tta))
         names.append(str(ref))
         acc = float((probs[-1].argmax(1) == part.labels).mean())
         print(f"  {ref:<40} TTA {clf.tta:<8} {acc:.4f}  ({time.perf_counter() - start:.0f} s)")

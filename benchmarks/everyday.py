@@ -123,8 +123,8 @@ def crops_table(fer: Fer, seconds: float, extra: list[str]) -> None:
     for ref, tta in rows:
         clf = load_classifier(ref)
         tta = clf.tta if tta is None else tta  # an extra model: its own (an ensemble: its members')
-        one = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops[:1], tta), 1, seconds)
-        many = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta), len(crops), seconds)
+        one = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops[:1], tta=tta), 1, seconds)
+        many = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta=tta), len(crops), seconds)
         print(f"{'ferlab ' + Path(ref).name[-35:]:<42}{tta:<9}{one:>9.0f}{many:>11.0f}")
     if theirs:
         print(f"{'fer 25.10.3 (TFLite)':<42}{'none':<9}{theirs['1']:>9.0f}{theirs['256']:>11.0f}")

@@ -93,7 +93,7 @@ def main() -> None:
         val = own.split("val")
         shipped = load_classifier("bundled", device="auto")
         start = time.perf_counter()
-        p7 = shipped.predict_proba(val.images, "flip")
+        p7 = shipped.predict_proba(val.images, tta="flip")
         p3 = np.stack([p7[:, TO_OWN == c].sum(1) for c in range(len(OWN))], 1)
         zero = classification_metrics(val.labels, p3.argmax(1), OWN)
         rows = [("shipped model, no training (7 -> 3)", "-", [zero["accuracy"]], [zero["macro_f1"]],
@@ -112,7 +112,7 @@ def main() -> None:
                 trainable = next((s.split("(")[-1].split(" of ")[0] for s in lines if " of " in s
                                   and "parameters" in s), "all")
                 best = load_checkpoint(out / "best.pt")
-                probs = load_classifier(out / "best.pt").predict_proba(val.images, "flip")
+                probs = load_classifier(out / "best.pt").predict_proba(val.images, tta="flip")
                 m = classification_metrics(val.labels, probs.argmax(1), best.class_names)
                 accs.append(m["accuracy"])
                 f1s.append(m["macro_f1"])

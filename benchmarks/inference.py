@@ -77,7 +77,7 @@ def time_model(path: Path, crops: np.ndarray, seconds: float) -> list[tuple[str,
     for precision in ("fp32", "auto"):
         clf = load_classifier(path, device="cpu", precision=precision)
         for tta in ("none", clf.tta) if clf.tta != "none" else ("none",):
-            r = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta), len(crops), seconds)
+            r = rate(lambda clf=clf, tta=tta: clf.predict_proba(crops, tta=tta), len(crops), seconds)
             rows.append((f"PyTorch eager {clf.runtime.precision_name}", tta, r))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(loaded, Path(tmp) / "m.onnx")
@@ -85,7 +85,7 @@ def time_model(path: Path, crops: np.ndarray, seconds: float) -> list[tuple[str,
         for label, file in (("ONNX Runtime fp32", fp32), ("ONNX Runtime int8", int8)):
             onnx = load_classifier(file)
             for tta in ("none", onnx.tta) if onnx.tta != "none" else ("none",):
-                r = rate(lambda onnx=onnx, tta=tta: onnx.predict_proba(crops, tta), len(crops), seconds)
+                r = rate(lambda onnx=onnx, tta=tta: onnx.predict_proba(crops, tta=tta), len(crops), seconds)
                 rows.append((label, tta, r))
     return rows
 

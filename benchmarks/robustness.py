@@ -63,7 +63,7 @@ def main() -> None:
     for kind in KINDS:
         faces = degrade(part.images, kind)
         tta = None if args.tta == "own" else args.tta
-        accs = [(c.predict_proba(faces, tta).argmax(1) == part.labels).mean() for c in classifiers]
+        accs = [(c.predict_proba(faces, tta=tta).argmax(1) == part.labels).mean() for c in classifiers]
         print(f"| {kind} | " + " | ".join(f"{a:.2%}" for a in accs) + " |", flush=True)
 
 

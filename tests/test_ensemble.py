@@ -27,6 +27,7 @@ from ferlab.training.distill import load_teacher
 
 runner = CliRunner()
 EMOTIONS7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+CPU32 = dict(device="cpu", precision="fp32")
 FACES = make_faces(24, seed=5)[0]
 
 
@@ -63,11 +64,11 @@ def ens(members, tmp_path_factory):
 
 
 def test_ensemble_is_the_mean_of_its_members_calibrated_tta_probabilities(members, ens):
-    ref = [load_classifier(m, "cpu", "fp32").predict_proba(FACES) for m in members]  # each its own TTA
-    got = load_classifier(ens, "cpu", "fp32").predict_proba(FACES)
+    ref = [load_classifier(m, **CPU32).predict_proba(FACES) for m in members]  # each its own TTA
+    got = load_classifier(ens, **CPU32).predict_proba(FACES)
     assert np.abs(got - np.mean(ref, 0)).max() < 1e-5
     # The temperatures matter: without them the average is another one.
-    raw = [load_classifier(m, "cpu", "fp32", calibrated=False).predict_proba(FACES) for m in members]
+    raw = [load_classifier(m, **CPU32, calibrated=False).predict_proba(FACES) for m in members]
     assert np.abs(got - np.mean(raw, 0)).max() > 1e-3
     assert np.allclose(apply_temperature(got, 1.0), got)
 
@@ -86,7 +87,7 @@ def test_round_trip_metadata_flattening_and_half_precision(members, ens, tmp_pat
     assert len(big.model.members) == 4 and all(m.tta == "flip" for m in big.model.members)
     assert read_checkpoint(bigger)["state_dict"]["members.0.net.0.weight"].dtype == torch.float16
     half_path = build_ensemble(members, tmp_path / "half.pt", log=lambda s: None)  # float16, the default
-    full, half = load_classifier(ens, "cpu", "fp32"), load_classifier(half_path, "cpu", "fp32")
+    full, half = load_classifier(ens, **CPU32), load_classifier(half_path, **CPU32)
     nbytes = [sum(t.numel() * t.element_size() for t in read_checkpoint(p)["state_dict"].values())
               for p in (ens, half_path)]
     assert nbytes[1] < 0.6 * nbytes[0]
@@ -115,17 +116,17 @@ def test_onnx_export_holds_every_member_and_matches_pytorch(ens, tmp_path):
     loaded = load_checkpoint(ens)
     path = export_onnx(loaded, tmp_path / "ens.onnx")
     onnx_probs = OnnxClassifier(path).predict_proba(FACES)
-    torch_probs = load_classifier(ens, "cpu", "fp32").predict_proba(FACES)
+    torch_probs = load_classifier(ens, **CPU32).predict_proba(FACES)
     assert np.abs(onnx_probs - torch_probs).max() <= 1e-4
 
 
 def test_evaluate_reports_each_member_beside_the_ensemble(members, ens, tmp_path):
     data = make_data(n_train=14, n_val=70)
-    result = evaluate(load_classifier(ens, "cpu", "fp32"), data, "PublicTest")
-    alone = [evaluate(load_classifier(m, "cpu", "fp32"), data, "PublicTest")["accuracy"] for m in members]
+    result = evaluate(load_classifier(ens, **CPU32), data, "PublicTest")
+    alone = [evaluate(load_classifier(m, **CPU32), data, "PublicTest")["accuracy"] for m in members]
     assert [m["accuracy"] for m in result["members"]] == pytest.approx(alone)
     # The mean taken from the members' scores is the ensemble's own forward pass.
-    outer = evaluate(load_classifier(ens, "cpu", "fp32"), data, "PublicTest", tta="flip")
+    outer = evaluate(load_classifier(ens, **CPU32), data, "PublicTest", tta="flip")
     assert len(outer["members"]) == 3 and 0 <= outer["accuracy"] <= 1
     from ferlab.data import save_cache
 
@@ -147,17 +148,17 @@ def test_evaluate_reports_each_member_beside_the_ensemble(members, ens, tmp_path
 
 
 def test_ensemble_teaches_predicts_and_explains(ens, tmp_path):
-    teacher = load_teacher(str(ens), EMOTIONS7, Preprocessing(), Runtime.create("cpu", "fp32"))
+    teacher = load_teacher(str(ens), EMOTIONS7, Preprocessing(), Runtime.create(**CPU32))
     assert all(m.tta == "none" for m in teacher.modules() if isinstance(m, EnsembleMember))
     cfg = load_config(None, ["model.name=vgg", "model.widths=[8,16]", "model.depth=1", "train.batch_size=32",
                              "train.precision=fp32", "train.epochs=1", f"train.teacher={ens}"])
     history = train(cfg, tmp_path / "student", data=make_data(n_train=64, n_val=32), log=lambda s: None)
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
 
-    rec = EmotionRecognizer(ens, device="cpu", precision="fp32", detect=False)
+    rec = EmotionRecognizer(ens, **CPU32, detect=False)
     faces = rec.detect_emotions(FACES[0])
     assert len(faces) == 1 and abs(sum(faces[0]["probabilities"].values()) - 1) < 1e-4
-    clf = load_classifier(ens, "cpu", "fp32")
+    clf = load_classifier(ens, **CPU32)
     maps, targets = saliency_maps(clf, FACES[:4])
     assert maps.shape == (4, 48, 48) and np.isfinite(maps).all()
     assert (targets == clf.predict_proba(FACES[:4]).argmax(1)).all()
@@ -191,7 +192,7 @@ def test_inference_batches_are_counted_in_views_not_faces():
     probs = clf.predict_proba(faces)
     assert probs.shape == (40, 7) and max(rows) * clf.inner_views <= VIEWS_PER_BATCH
     rows.clear()
-    clf.predict_proba(faces, "flip")  # outer TTA on top: fewer faces a call again
+    clf.predict_proba(faces, tta="flip")  # outer TTA on top: fewer faces a call again
     assert max(rows) * clf.inner_views * 2 <= 2 * VIEWS_PER_BATCH and max(rows) <= VIEWS_PER_BATCH // 20
     torch_clf = load_classifier("ensemble", device="cpu")
     assert torch_clf.inner_views == 10  # members run one after another

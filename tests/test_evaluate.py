@@ -7,10 +7,10 @@ from conftest import TINY_MODEL
 from ferlab.checkpoint import CheckpointError, load_checkpoint
 from ferlab.config import load_config
 from ferlab.evaluation import classification_metrics, evaluate, format_report, write_report
-from ferlab.inference import tta_views
 from ferlab.labels import EMOTIONS
 from ferlab.recognizer import EmotionRecognizer
 from ferlab.training import train
+from ferlab.tta import tta_views
 
 
 def test_metrics_on_a_hand_checked_example():

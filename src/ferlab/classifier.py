@@ -9,7 +9,7 @@ what it is:
     description     one line for logs and the server's health answer
     path            the file it came from
     temperature     its calibration temperature (1.0: raw scores; see calibration.py)
-    predict_proba(faces, tta=None, batch_size=256, calibrated=True) -> (N, classes) numpy
+    predict_proba(faces, *, tta=None, batch_size=256, calibrated=True) -> (N, classes) numpy
                     (batch_size in views: faces x TTA views x an ensemble's own views)
 
 `load_classifier` resolves every kind of reference - a shipped model's name
@@ -36,7 +36,7 @@ from .calibration import apply_temperature, stored_temperature
 from .errors import CheckpointError
 from .preprocess import Preprocessing, preprocess
 from .shipped import resolve_model_ref
-from .tta import VIEW_COUNT, VIEWS_PER_BATCH, check_tta, faces_per_batch, tta_views_np
+from .tta import VIEW_COUNT, VIEWS_PER_BATCH, check_tta, faces_per_batch, mean_over_views
 
 if TYPE_CHECKING:  # PyTorch is imported only when a PyTorch model is loaded
     from .checkpoint import LoadedModel
@@ -53,7 +53,7 @@ class Classifier(Protocol):
     path: Path
     temperature: float
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = VIEWS_PER_BATCH,
+    def predict_proba(self, faces: np.ndarray, *, tta: str | None = None, batch_size: int = VIEWS_PER_BATCH,
                       calibrated: bool = True) -> np.ndarray: ...
 
 
@@ -67,7 +67,7 @@ class _Calibrated:
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
         raise NotImplementedError
 
-    def predict_proba(self, faces: np.ndarray, tta: str | None = None, batch_size: int = VIEWS_PER_BATCH,
+    def predict_proba(self, faces: np.ndarray, *, tta: str | None = None, batch_size: int = VIEWS_PER_BATCH,
                       calibrated: bool = True) -> np.ndarray:
         """Probabilities of uint8 faces (N, H, W). `batch_size` counts views, not faces: each
         forward pass holds at most that many (faces x TTA views x the model's own views),
@@ -99,8 +99,8 @@ class TorchClassifier(_Calibrated):
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
         from .inference import predict_proba
 
-        return predict_proba(self.model, faces, self.preprocessing, self.runtime, batch_size,
-                             tta, len(self.class_names))
+        return predict_proba(self.model, faces, self.preprocessing, self.runtime, tta=tta,
+                             batch_size=batch_size, num_classes=len(self.class_names))
 
 
 def _temperature(meta: dict[str, Any], path: Path) -> float:
@@ -158,19 +158,12 @@ ONE_CALL_ROWS = 256  # views of a small batch go to ONNX Runtime as one call (pe
 
 
 def onnx_tta_proba(logits_fn, x: np.ndarray, tta: str) -> np.ndarray:
-    """Mean softmax over the TTA views of a preprocessed batch, as `tta_logits_and_probs`."""
-    views = tta_views_np(x, tta)
-    if len(views) > 1 and len(x) * len(views) <= ONE_CALL_ROWS:
-        logits = logits_fn(np.concatenate(views)).reshape(len(views), len(x), -1)
-    else:
-        logits = np.stack([logits_fn(v) for v in views])
-    logits = logits.astype(np.float32) - logits.max(-1, keepdims=True)
-    probs = np.exp(logits)
-    return (probs / probs.sum(-1, keepdims=True)).mean(0)
+    """Mean softmax over the TTA views of a preprocessed numpy batch (`tta.mean_over_views`)."""
+    return mean_over_views(logits_fn, x, tta, one_call_rows=ONE_CALL_ROWS)[1]
 
 
 def load_classifier(
-    ref: str | Path | None = None, device: str = "auto", precision: str = "auto",
+    ref: str | Path | None = None, *, device: str = "auto", precision: str = "auto",
     calibrated: bool = True, threads: int | None = None,
 ) -> Classifier:
     """Load any model reference: an .onnx file runs on ONNX Runtime, anything else is a

@@ -155,6 +155,7 @@ def member_probabilities(classifier: TorchClassifier, faces: np.ndarray,
                          views: int = VIEWS_PER_BATCH) -> list[np.ndarray]:
     """Each member's calibrated probabilities (its own TTA), for per-member scores; each
     forward pass holds at most `views` views (faces x the member's TTA views)."""
-    return [predict_proba(m, faces, classifier.preprocessing, classifier.runtime,
-                          faces_per_batch(VIEW_COUNT[m.tta], views), "none", len(classifier.class_names))
+    return [predict_proba(m, faces, classifier.preprocessing, classifier.runtime, tta="none",
+                          batch_size=faces_per_batch(VIEW_COUNT[m.tta], views),
+                          num_classes=len(classifier.class_names))
             for _, m in ensemble_members(classifier)]

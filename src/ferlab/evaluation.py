@@ -105,9 +105,9 @@ def score(classifier: Classifier, data: FerData, split: str = "auto", *, tta: st
         # The ensemble's forward is this mean; with no outer TTA it is taken from the
         # members' scores rather than running every member a second time.
         raw = (np.mean(members, 0) if tta == "none"
-               else classifier.predict_proba(part.images, tta, calibrated=False))
+               else classifier.predict_proba(part.images, tta=tta, calibrated=False))
     else:
-        raw = classifier.predict_proba(part.images, tta, calibrated=False)
+        raw = classifier.predict_proba(part.images, tta=tta, calibrated=False)
     probs = apply_temperature(raw, classifier.temperature)
     if mapping is None:
         pred = probs.argmax(1)
@@ -264,7 +264,7 @@ def evaluate_source(
     if not source:
         raise InputError("--data is required: the cache or source holding the split to score")
     check_tta(tta, "--tta")
-    classifier = load_classifier(ref, device, precision, calibrated)
+    classifier = load_classifier(ref, device=device, precision=precision, calibrated=calibrated)
     # An image folder is read with the model's own class names (fer2013 or yours).
     data, _ = load_dataset(source, skip_bad=skip_bad, classes=classifier.class_names)
     if split == "auto" and not any(data.resolve_split(s) for s in EVAL_SPLITS):
@@ -311,7 +311,7 @@ def calibrate_classifier(classifier: Any, images: np.ndarray, labels: np.ndarray
         raise InputError(f"split {split}: {len(labels)} labelled faces are too few to fit a confidence "
                          f"temperature (at least {MIN_CALIBRATION_FACES})")
     tta = classifier.tta if tta is None else tta
-    probs = classifier.predict_proba(images, tta, calibrated=False)
+    probs = classifier.predict_proba(images, tta=tta, calibrated=False)
     return calibration_entry(probs, labels, split=split, tta=tta)
 
 
@@ -339,7 +339,7 @@ def calibrate_model(
     if not source:
         raise InputError("--data is required: the cache or source holding the validation split")
     check_tta(tta, "--tta")
-    classifier = load_classifier(ref, device, precision, calibrated=False)
+    classifier = load_classifier(ref, device=device, precision=precision, calibrated=False)
     if out is None and is_shipped(classifier.path):
         raise InputError(f"{classifier.path.name} is a shipped model: pass -o FILE for the calibrated copy")
     target = Path(out) if out is not None else classifier.path

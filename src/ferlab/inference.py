@@ -1,13 +1,13 @@
-"""Class probabilities from uint8 faces, with test-time augmentation (TTA): one implementation.
+"""Class probabilities of a PyTorch model for uint8 faces, with test-time augmentation.
 
 Training's validation, `evaluate`, `predict` and the server all come through
 `tta_logits_and_probs` for PyTorch models, so every one of them sees the same
-preprocessing, the same TTA views and the same averaging. A backend only supplies a
-*forward*: a function from a preprocessed float batch (N, 1, H, W) to fp32 logits
-(N, classes). ONNX models take the same steps in numpy (`tta.py`, `classifier.py`)
-so that predicting with them never imports PyTorch.
+preprocessing and the same TTA (`tta.tta_views` and `tta.mean_over_views`, which the
+ONNX Runtime path in `classifier.py` and an ensemble's members use too). A backend only
+supplies a *forward*: a function from a preprocessed float batch (N, 1, H, W) to fp32
+logits (N, classes).
 
-Depends on: preprocess, runtime, tta (modes and crop geometry); torch.
+Depends on: preprocess, runtime, tta; torch.
 """
 
 from __future__ import annotations
@@ -16,45 +16,22 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .preprocess import Preprocessing, preprocess
 from .runtime import Runtime
-from .tta import TTA_MODES, check_tta, tencrop_boxes  # noqa: F401  (TTA_MODES, check_tta re-exported)
+from .tta import TTA_MODES, check_tta, mean_over_views, tta_views  # noqa: F401  (re-exported)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def tta_views(x: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """Views of a preprocessed batch (N, C, H, W) whose predictions are averaged."""
-    check_tta(mode)
-    if mode == "flip":
-        return [x, x.flip(-1)]
-    if mode == "tencrop":
-        # int(): under ONNX tracing sizes are tensors; the face size is fixed, so constants.
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        crops = [
-            F.interpolate(x[..., t : t + ch, lft : lft + cw], size=(h, w), mode="bilinear",
-                          align_corners=False)
-            for t, lft, ch, cw in tencrop_boxes(h, w)
-        ]
-        return crops + [c.flip(-1) for c in crops]
-    return [x]
 
 
 @torch.no_grad()
 def tta_logits_and_probs(
     forward: Forward, x: torch.Tensor, tta: str = "none"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A preprocessed batch -> (mean logits, mean probabilities) over the TTA views, fp32."""
-    logits, probs = 0.0, 0.0
-    views = tta_views(x, tta)
-    for view in views:
-        out = forward(view).float()
-        logits = logits + out
-        probs = probs + out.softmax(1)
-    return logits / len(views), probs / len(views)
+    """A preprocessed batch -> (mean logits, mean probabilities) over the TTA views, fp32.
+    One forward a view: the batch is already as large as memory allows."""
+    return mean_over_views(forward, x, tta, one_call_rows=0)
 
 
 def torch_forward(model: nn.Module, runtime: Runtime) -> Forward:
@@ -99,8 +76,9 @@ def predict_proba(
     images: np.ndarray | torch.Tensor,
     pp: Preprocessing,
     runtime: Runtime,
-    batch_size: int = 1024,
+    *,
     tta: str = "none",
+    batch_size: int = 1024,
     num_classes: int = 0,
 ) -> np.ndarray:
     """A PyTorch model's probabilities for uint8 faces, in eval mode (its mode is restored)."""

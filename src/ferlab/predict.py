@@ -4,8 +4,8 @@ Inputs are expanded (folders -> the images and videos inside, globs -> matches),
 each photo goes through `EmotionRecognizer.detect_emotions`, each video through
 `predict_video`. A file that cannot be read is reported and the rest still run.
 
-Depends on: errors, data (image extensions), explain (--explain), faces (drawing), files, preprocess (decoding),
-shipped, video; PIL.
+Depends on: errors, data (image extensions), explain (--explain), faces (drawing), files,
+preprocess (decoding), shipped, video; PIL.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ class EmotionRecognizer:
             import cv2
 
             cv2.setNumThreads(threads)
-        self.classifier = load_classifier(model, device, precision, calibrated, threads)
+        self.classifier = load_classifier(model, device=device, precision=precision, calibrated=calibrated,
+                                          threads=threads)
         self._calibrated = calibrated
         self._twin = None
         self.detect = detect
@@ -99,7 +100,7 @@ class EmotionRecognizer:
         if twin is None:
             return require_torch(self.classifier, "saliency")
         if self._twin is None:
-            self._twin = load_classifier(twin, "cpu", calibrated=self._calibrated)
+            self._twin = load_classifier(twin, device="cpu", calibrated=self._calibrated)
         return self._twin
 
     def _crops(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -109,7 +110,7 @@ class EmotionRecognizer:
     def _faces(self, boxes: list[FaceBox], crops: list[np.ndarray]) -> list[dict[str, Any]]:
         if not crops:
             return []
-        probs = self.classifier.predict_proba(self._crops(crops), self.tta)
+        probs = self.classifier.predict_proba(self._crops(crops), tta=self.tta)
         names = self.class_names
         return [
             {"box": b.to_list(), "emotion": names[int(p.argmax())],

@@ -18,7 +18,8 @@ def pick_device(name: str = "auto") -> torch.device:
         try:
             device = torch.device(name)
         except RuntimeError as e:  # torch's message lists every backend torch knows
-            raise InputError(f"device {name!r} is not a device name; choose auto, cpu, cuda, cuda:N or mps") from e
+            raise InputError(f"device {name!r} is not a device name; "
+                             "choose auto, cpu, cuda, cuda:N or mps") from e
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {name!r} requested but CUDA is not available")
         if device.type == "mps" and not torch.backends.mps.is_available():

@@ -113,7 +113,8 @@ def is_model_ref(ref: str) -> bool:
 
 def model_help(what: str = "checkpoint, run folder, .onnx", default: str = "") -> str:
     """A CLI help string for a model argument, naming every shipped model."""
-    return f"{what}, or a shipped model: {', '.join(BUNDLED_NAMES)}" + (f" (default: {default})" if default else "")
+    names = ", ".join(BUNDLED_NAMES)
+    return f"{what}, or a shipped model: {names}" + (f" (default: {default})" if default else "")
 
 
 def portable_source(path: str | Path) -> str:

@@ -1,12 +1,14 @@
-"""Test-time augmentation (TTA): the modes, the crops' geometry, and the views on numpy arrays.
+"""Test-time augmentation (TTA), the one implementation: modes, views and their average.
 
-The PyTorch views are in `inference.tta_views`; these numpy ones serve ONNX Runtime,
-so a prediction with an exported model never imports PyTorch (start-up time). Both
-take their crops from `tencrop_boxes`, and their resize is the same bilinear map
-(OpenCV's INTER_LINEAR and PyTorch's align_corners=False both sample at pixel
-centres); a test holds the two within 1e-4 on unit-variance inputs.
+Training's validation, `evaluate`, `predict`, the server, an ensemble's members and the
+ONNX Runtime path all take their views from `tta_views` and average them with
+`mean_over_views`. Both work on numpy arrays (ONNX Runtime: a prediction with an
+exported model never imports PyTorch) and on torch tensors (torch is only touched when
+the caller hands one over). The crops' resize is the same bilinear map either way
+(OpenCV's INTER_LINEAR and PyTorch's align_corners=False both sample at pixel centres);
+a test holds the two within 1e-4 on unit-variance inputs.
 
-Depends on: errors; numpy, OpenCV.
+Depends on: errors; numpy, OpenCV (numpy crops), torch (tensor crops, only when given one).
 """
 
 from __future__ import annotations
@@ -43,8 +45,20 @@ def tencrop_boxes(h: int, w: int) -> list[tuple[int, int, int, int]]:
     return [(t, lft, ch, cw) for t, lft in zip(tops, lefts)]
 
 
-def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(N, C, h', w') float32 -> (N, C, h, w), bilinear at pixel centres."""
+def _is_numpy(x) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def _flip(x):
+    return x[..., ::-1] if _is_numpy(x) else x.flip(-1)
+
+
+def _resize(x, h: int, w: int):
+    """(N, C, h', w') float -> (N, C, h, w), bilinear at pixel centres."""
+    if not _is_numpy(x):
+        import torch.nn.functional as F
+
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
     import cv2
 
     n, c = x.shape[:2]
@@ -56,13 +70,53 @@ def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
     return out.transpose(2, 0, 1).reshape(n, c, h, w)
 
 
-def tta_views_np(x: np.ndarray, mode: str) -> list[np.ndarray]:
-    """`inference.tta_views` for a preprocessed numpy batch (N, C, H, W)."""
+def tta_views(x, mode: str) -> list:
+    """Views of a preprocessed batch (N, C, H, W), numpy or torch, whose predictions are
+    averaged: none -> [x]; flip -> x and its mirror; tencrop -> four corner crops and the
+    centre crop at TENCROP_FRACTION of the side, each resized back, and their mirrors."""
     check_tta(mode)
     if mode == "flip":
-        return [x, x[..., ::-1]]
+        return [x, _flip(x)]
     if mode == "tencrop":
-        h, w = x.shape[-2:]
+        # int(): under ONNX tracing sizes are tensors; the face size is fixed, so constants.
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         crops = [_resize(x[..., t : t + ch, lft : lft + cw], h, w) for t, lft, ch, cw in tencrop_boxes(h, w)]
-        return crops + [c[..., ::-1] for c in crops]
+        return crops + [_flip(c) for c in crops]
     return [x]
+
+
+def _softmax(z):
+    if _is_numpy(z):
+        z = z - z.max(-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(-1, keepdims=True)
+    return z.softmax(-1)
+
+
+def mean_over_views(forward, x, mode: str, *, one_call_rows: int | None = None):
+    """(mean logits, mean probabilities) of `forward` over the TTA views of a preprocessed
+    batch, in float32, numpy or torch as `x` is. The views go to `forward` as one batch
+    where they hold at most `one_call_rows` rows (None: always; on a CPU ten small calls
+    cost far more than one of ten), else one call a view (bounded memory)."""
+    views = tta_views(x, mode)
+    n, numpy = x.shape[0], _is_numpy(x)
+    if len(views) > 1 and (one_call_rows is None or n * len(views) <= one_call_rows):
+        out = forward(np.concatenate(views) if numpy else _torch_cat(views))
+        logits = out.reshape(len(views), n, -1)
+    else:
+        outs = [forward(v) for v in views]
+        logits = np.stack(outs) if numpy else _torch_stack(outs)
+    logits = logits.astype(np.float32) if numpy else logits.float()
+    return logits.mean(0), _softmax(logits).mean(0)
+
+
+def _torch_cat(views):
+    import torch
+
+    return torch.cat(views)
+
+
+def _torch_stack(outs):
+    import torch
+
+    return torch.stack(outs)

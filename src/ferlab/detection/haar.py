@@ -18,7 +18,15 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable, FaceBox, check_hints, check_min_size, iou_matrix
+from ..faces import (
+    DEFAULT_MIN_FACE,
+    CropRule,
+    DetectorUnavailable,
+    FaceBox,
+    check_hints,
+    check_min_size,
+    iou_matrix,
+)
 
 # alt2 over "default": as many faces found on FER2013 validation faces pasted into photos,
 # and far fewer double boxes on one face (benchmarks/everyday.py --data, "detector" table).

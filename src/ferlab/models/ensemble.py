@@ -6,13 +6,13 @@ architecture, so its checkpoint loads through the one loader and works wherever 
 model does - evaluate, predict, serve, ONNX export, saliency, `train.teacher`.
 
 Each `EnsembleMember` runs its own test-time augmentation inside `forward` (the
-views from `inference.tta_views`, as one batch) and applies its own calibration
+views from `tta.tta_views`, as one batch) and applies its own calibration
 temperature, so members trained with different TTA are averaged the way each was
 meant to be used. The ensemble returns log(mean probability): a softmax of it gives
 the averaged probabilities back, so code that treats outputs as logits needs no
 special case. The ensemble's own default TTA is therefore "none".
 
-Depends on: inference (tta_views), registry; torch.
+Depends on: tta (views and their average), registry; torch.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..inference import check_tta, tta_views
 from ..labels import NUM_CLASSES
+from ..tta import check_tta, mean_over_views
 from .registry import ModelConfigError, build_model, register_model
 
 _EPS = 1e-12  # as calibration.apply_temperature: log(0) never reaches the average
@@ -43,10 +43,8 @@ class EnsembleMember(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = tta_views(x, self.tta)
         # All views in one batch: on a CPU ten small forwards cost far more than one of ten.
-        logits = self.net(torch.cat(views) if len(views) > 1 else views[0]).float()
-        probs = logits.softmax(1).reshape(len(views), x.shape[0], -1).mean(0)
+        probs = mean_over_views(self.net, x, self.tta)[1]
         return torch.log_softmax(torch.log(probs.clamp_min(_EPS)) / self.temperature, 1)
 
 

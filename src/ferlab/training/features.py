@@ -9,7 +9,7 @@ features of each TTA view, and checkpoints hold the whole model, so nothing down
 the difference. `train.feature_cache: true` (the default) uses it wherever it applies and says
 why not where it does not; `false` never does.
 
-Depends on: inference (TTA views), preprocess, this package's losses, state, tensors.
+Depends on: tta (views), preprocess, this package's losses, state, tensors.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inference import tta_views
 from ..preprocess import preprocess
+from ..tta import tta_views
 from .losses import supervised_loss
 from .state import TrainState, epoch_seed, epoch_steps
 from .tensors import TrainData
