@@ -133,3 +133,31 @@ def test_predicting_does_not_load_training_studies_or_serving():
         "'ferlab.study', 'ferlab.serve') if m in sys.modules))"
     )
     assert out.strip() == "[]", out
+
+
+def _calls(node: ast.AST, inside_catch: bool = False):
+    """(function name, inside a `with warnings.catch_warnings()`) for every call under node."""
+    if isinstance(node, ast.With):
+        inside_catch = inside_catch or any(
+            isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "attr", "") == "catch_warnings"
+            for i in node.items)
+    if isinstance(node, ast.Call):
+        func = node.func
+        yield (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")), inside_catch
+    for child in ast.iter_child_nodes(node):
+        yield from _calls(child, inside_catch)
+
+
+def test_global_state_is_changed_in_one_documented_place():
+    """Thread pools are set only by threads.py (when a caller asks), and warning filters
+    only inside `warnings.catch_warnings()`, which restores them."""
+    setters, filters = [], []
+    for path in SRC.rglob("*.py"):
+        for name, caught in _calls(ast.parse(path.read_text())):
+            if name in ("set_num_threads", "setNumThreads") and path.name != "threads.py":
+                setters.append(f"{path.relative_to(SRC)}: {name}")
+            if name in ("filterwarnings", "simplefilter") and not caught:
+                filters.append(f"{path.relative_to(SRC)}: {name}")
+    # YuNet's OpenMP pool: per calling thread, limited inside its detector (detection/yunet.py).
+    assert setters == ["detection/yunet.py: set_num_threads"], setters
+    assert not filters, filters

@@ -36,6 +36,7 @@ from .calibration import apply_temperature, stored_temperature
 from .errors import CheckpointError
 from .preprocess import Preprocessing, preprocess
 from .shipped import resolve_model_ref
+from .threads import set_process_threads
 from .tta import VIEW_COUNT, VIEWS_PER_BATCH, check_tta, faces_per_batch, mean_over_views
 
 if TYPE_CHECKING:  # PyTorch is imported only when a PyTorch model is loaded
@@ -169,17 +170,15 @@ def load_classifier(
     """Load any model reference: an .onnx file runs on ONNX Runtime, anything else is a
     PyTorch checkpoint (file or run folder) on `device` with `precision`. Its stored
     calibration temperature is applied unless `calibrated=False`. `threads` caps the CPU
-    threads inference uses (default: all cores)."""
+    threads inference uses (default: all cores): a session option for ONNX Runtime, the
+    process's setting for PyTorch (threads.py)."""
     path = resolve_model_ref(ref)
     if path.suffix == ".onnx":
         return OnnxClassifier(path, calibrated, threads)
     from .checkpoint import load_checkpoint
     from .runtime import Runtime
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_process_threads(threads, torch=True)  # PyTorch's pool is per process (threads.py)
     runtime = Runtime.create(device, precision)
     return TorchClassifier(load_checkpoint(path, runtime.device), runtime, calibrated)
 

@@ -31,6 +31,7 @@ from .errors import InputError
 from .faces import CropRule, FaceBox, crop_box, to_gray
 from .preprocess import as_rgb_array, to_gray48
 from .shipped import default_predict_path, twin_checkpoint
+from .threads import set_process_threads
 from .tta import check_tta
 
 
@@ -49,15 +50,12 @@ class EmotionRecognizer:
         tta: str | None = None,
         calibrated: bool = True,  # False: the raw scores, without the model's temperature
         min_face: float | None = None,  # smallest face sought, share of the shorter side (faces.py)
-        threads: int | None = None,  # CPU threads for detection and the model (default: all cores)
+        threads: int | None = None,  # CPU threads for detection and the model, process-wide (threads.py)
     ):
         self.tta = check_tta(tta)
         if model is None:  # the shipped default: int8 on ONNX Runtime unless a device is named
             model = default_predict_path(device, precision)
-        if threads:
-            import cv2
-
-            cv2.setNumThreads(threads)
+        set_process_threads(threads)  # OpenCV's pool is per process (threads.py)
         self.classifier = load_classifier(model, device=device, precision=precision, calibrated=calibrated,
                                           threads=threads)
         self._calibrated = calibrated

@@ -13,11 +13,12 @@
 `run_sweep` runs (or resumes, or joins) a study; the caller writes the report
 (`study.report.write_report`).
 
-Depends on: config, data, models (error type), training, and spec; Optuna.
+Depends on: config, data, models (error type), processes, threads, training, and spec; Optuna.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
@@ -41,6 +41,7 @@ from ..data import load_dataset
 from ..files import atomic_write_text, check_writable
 from ..models.registry import ModelConfigError, check_model_args
 from ..processes import die_with_parent
+from ..threads import set_process_threads
 from ..training import train
 from .spec import Stage, SweepError, SweepSpec, describe, fit_filters, overrides, point_label
 
@@ -48,13 +49,23 @@ HEARTBEAT_S = 5
 GRACE_S = 20
 
 
-def open_storage(url: str):
-    # ferlab drives trials with ask/tell and its own heartbeat thread (so it can pop
-    # enqueued points atomically); Optuna warns about both, which is noise here.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+@contextlib.contextmanager
+def quiet_optuna():
+    """ferlab drives trials with ask/tell and its own heartbeat thread (so it can pop
+    enqueued points atomically); Optuna warns about both and logs every trial, which is
+    noise here. Silenced while ferlab works with a study, restored afterwards."""
+    verbosity = optuna.logging.get_verbosity()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
 
+
+def open_storage(url: str):
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
@@ -274,19 +285,20 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def worker(spec: SweepSpec, threads: int | None = None, log: Callable[[str], None] = _print) -> None:
+def worker(spec: SweepSpec, log: Callable[[str], None] = _print) -> None:
     """One worker process: loads the data once, then works through every stage."""
-    if threads:
-        torch.set_num_threads(threads)
-    storage = open_storage(spec.storage_url)
-    data, _ = load_dataset(spec.base.data.source, skip_bad=spec.base.data.skip_bad,
-                           classes=spec.base.data.classes)
-    stage_bases(spec, storage, data, log, run=True)
+    with quiet_optuna():
+        storage = open_storage(spec.storage_url)
+        data, _ = load_dataset(spec.base.data.source, skip_bad=spec.base.data.skip_bad,
+                               classes=spec.base.data.classes)
+        stage_bases(spec, storage, data, log, run=True)
 
 
 def _worker_entry(spec: SweepSpec, threads: int, number: int, parent: int) -> None:
+    # A worker process of its own: its share of the cores is its setting to make.
     die_with_parent(parent)
-    worker(spec, threads, log=lambda s: print(f"[worker {number}] {s}", flush=True))
+    set_process_threads(threads, torch=True)
+    worker(spec, log=lambda s: print(f"[worker {number}] {s}", flush=True))
 
 
 def check_points(spec: SweepSpec) -> None:
@@ -326,7 +338,8 @@ def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _p
     atomic_write_text(spec.study_dir / "spec.yaml", yaml.safe_dump(describe(spec), sort_keys=False))
     if workers <= 1:
         worker(spec, log=log)
-        check_outcome(spec, open_storage(spec.storage_url))
+        with quiet_optuna():
+            check_outcome(spec, open_storage(spec.storage_url))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = mp.get_context("spawn")
@@ -339,7 +352,8 @@ def run_sweep(spec: SweepSpec, workers: int = 1, log: Callable[[str], None] = _p
         failed = [i for i, p in enumerate(procs) if p.exitcode != 0]
         if failed:
             raise SweepError(f"worker(s) {failed} exited with an error; rerun the same command to resume")
-        check_outcome(spec, open_storage(spec.storage_url))
+        with quiet_optuna():
+            check_outcome(spec, open_storage(spec.storage_url))
 
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..files import atomic_write_text
 from ..plots import plot_loss_acc_of_multiple_parameters
-from .engine import open_storage, stage_bases, stage_study
+from .engine import open_storage, quiet_optuna, stage_bases, stage_study
 from .spec import SEED_CHOICES, SweepSpec
 
 FIELDS = ("stage", "trial", "point", "state", "mean_val_accuracy", "std_val_accuracy", "seeds",
@@ -29,6 +29,11 @@ FIELDS = ("stage", "trial", "point", "state", "mean_val_accuracy", "std_val_accu
 
 def collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str, list]], dict]:
     """Rows for every trial, the histories behind each stage's figure, and carried-forward choices."""
+    with quiet_optuna():
+        return _collect(spec)
+
+
+def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str, list]], dict]:
     storage = open_storage(spec.storage_url)
     bases = stage_bases(spec, storage, None, lambda _: None, run=False) if spec.carry_forward else \
         [spec.base] * len(spec.stages)
