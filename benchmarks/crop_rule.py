@@ -30,12 +30,12 @@ sys.path.insert(0, str(HERE))
 from inference import cpu_name  # noqa: E402
 from pasted import face_free_crops, on_face, pasted_photos  # noqa: E402
 
-from ferlab.classifier import load_classifier  # noqa: E402
 from ferlab.data import load_dataset  # noqa: E402
-from ferlab.detection.haar import HaarDetector  # noqa: E402
-from ferlab.detection.yunet import SCAN_PX, YuNetDetector  # noqa: E402
-from ferlab.faces import CropRule, FaceBox, crop_box  # noqa: E402
-from ferlab.preprocess import to_gray48  # noqa: E402
+from ferlab.data.preprocess import to_gray48  # noqa: E402
+from ferlab.inference.classifier import load_classifier  # noqa: E402
+from ferlab.photos.detection.haar import HaarDetector  # noqa: E402
+from ferlab.photos.detection.yunet import SCAN_PX, YuNetDetector  # noqa: E402
+from ferlab.photos.faces import CropRule, FaceBox, crop_box  # noqa: E402
 
 
 def match(boxes: list[FaceBox], truth: list[int]) -> tuple[FaceBox | None, int]:

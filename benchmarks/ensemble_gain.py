@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from inference import cpu_name  # noqa: E402
 
-from ferlab.classifier import load_classifier  # noqa: E402
 from ferlab.data import load_dataset  # noqa: E402
+from ferlab.inference.classifier import load_classifier  # noqa: E402
 
 
 def main() -> None:

@@ -40,10 +40,10 @@ from inference import cpu_name, rate  # noqa: E402  (timed rounds' median, as th
 from pasted import SIZES, face_free_crops, on_face, pasted_photos  # noqa: E402  (the detector photos)
 from serve_load import free_port, run  # noqa: E402  (the load test's client)
 
-from ferlab.classifier import load_classifier  # noqa: E402
-from ferlab.preprocess import as_rgb_array  # noqa: E402
-from ferlab.recognizer import EmotionRecognizer  # noqa: E402
-from ferlab.shipped import SAMPLE_PHOTO  # noqa: E402
+from ferlab.data.preprocess import as_rgb_array  # noqa: E402
+from ferlab.inference.classifier import load_classifier  # noqa: E402
+from ferlab.inference.shipped import SAMPLE_PHOTO  # noqa: E402
+from ferlab.photos.recognizer import EmotionRecognizer  # noqa: E402
 
 
 class Fer:
@@ -146,7 +146,7 @@ def make_clip(path: Path, frames: int = 120) -> Path:
 
 
 def video_table(folder: Path, fer: Fer) -> None:
-    from ferlab.video import predict_video
+    from ferlab.photos.video import predict_video
 
     clip = make_clip(folder / "clip.avi")
     print(f"\nvideo: {clip.name}, 640x480, 120 frames, one face; detection on every frame\n"
@@ -228,7 +228,7 @@ def startup_table(photo: Path, fer: Fer) -> None:
 
 def accuracy_table(data: str) -> None:
     from ferlab.data import load_dataset
-    from ferlab.evaluation import evaluate
+    from ferlab.evaluation.scores import evaluate
 
     fer2013, _ = load_dataset(data)
     print(f"\nclassification paths, accuracy on PublicTest ({data})")
@@ -244,8 +244,8 @@ def detector_table(data: str, photo_paths: list[Path], fer: Fer, seconds: float,
     """Each detector on the same photos: recall on PublicTest faces pasted into 256-640 px
     photos, false boxes there and on face-free crops, ms per photo on the demo photo at the
     three sizes, and the accuracy of detection then classification (a missed face is wrong)."""
+    from ferlab.core.labels import EMOTIONS
     from ferlab.data import load_dataset
-    from ferlab.labels import EMOTIONS
 
     photos = pasted_photos(load_dataset(data)[0].split("PublicTest"), n)
     free = face_free_crops()

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ferlab.checkpoint import load_checkpoint
-from ferlab.classifier import load_classifier
-from ferlab.config import load_config
+from ferlab.core.config import load_config
+from ferlab.core.labels import EMOTIONS
 from ferlab.data import load_dataset, stratified_subset
-from ferlab.evaluation import classification_metrics
-from ferlab.labels import EMOTIONS
+from ferlab.evaluation.scores import classification_metrics
+from ferlab.inference.checkpoint import load_checkpoint
+from ferlab.inference.classifier import load_classifier
 from ferlab.training import train
 
 GROUPS = {"positive": ("happy", "surprise"), "negative": ("angry", "disgust", "fear", "sad"),

@@ -5,7 +5,7 @@ and photos/s end to end.
     python benchmarks/inference.py --model runs/x       # any checkpoints or run folders
 
 Everything is timed in one process, one after another, on this machine. The int8
-rows quantize the model with `ferlab.export.quantize_onnx` (calibrated on the
+rows quantize the model with `ferlab.inference.export.quantize_onnx` (calibrated on the
 benchmark's crops: calibration sets the scales, not the amount of work). If the
 `fer` package (and TensorFlow) happens to be installed, its bundled model is
 timed on the same crops for comparison; it is not a dependency.
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ferlab.checkpoint import load_checkpoint
-from ferlab.classifier import load_classifier
-from ferlab.export import export_onnx, quantize_onnx
-from ferlab.recognizer import EmotionRecognizer
-from ferlab.shipped import BUNDLED_FAST, SAMPLE_PHOTO, default_model_path
+from ferlab.inference.checkpoint import load_checkpoint
+from ferlab.inference.classifier import load_classifier
+from ferlab.inference.export import export_onnx, quantize_onnx
+from ferlab.inference.shipped import BUNDLED_FAST, SAMPLE_PHOTO, default_model_path
+from ferlab.photos.recognizer import EmotionRecognizer
 
 FER_PUBLISHED = 2200  # crops/s of the fer package's Keras model on this machine type (NOTES.md)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ferlab.faces import iou_matrix, to_gray
-from ferlab.preprocess import as_rgb_array
-from ferlab.shipped import SAMPLE_PHOTO
+from ferlab.data.preprocess import as_rgb_array
+from ferlab.inference.shipped import SAMPLE_PHOTO
+from ferlab.photos.faces import iou_matrix, to_gray
 
 SIZES = ((256, 256), (480, 360), (640, 480))
 HEAD = (150, 30, 300, 210)  # x0, y0, x1, y1 of the astronaut's head (and hair) in the demo photo

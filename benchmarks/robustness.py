@@ -16,9 +16,9 @@ import argparse
 import numpy as np
 import torch
 
-from ferlab.augment import gaussian_blur, jpeg_like
-from ferlab.classifier import load_classifier
 from ferlab.data import load_dataset
+from ferlab.inference.classifier import load_classifier
+from ferlab.training.augment import gaussian_blur, jpeg_like
 
 
 def degrade(images: np.ndarray, kind: str) -> np.ndarray:

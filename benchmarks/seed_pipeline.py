@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ferlab.config import apply_overrides, load_config
+from ferlab.core.config import apply_overrides, load_config
 from ferlab.models import build_model
 from ferlab.study.spec import SEED_CHOICES, SEED_FILTERS, SEED_STUDY, fit_filters
 
@@ -133,8 +133,8 @@ def ferlab_epoch(config: str, data: str) -> float:
 
 
 def ferlab_rate(cfg, steps: int) -> float:
-    from ferlab.config import replace
-    from ferlab.runtime import Runtime
+    from ferlab.core.config import replace
+    from ferlab.core.runtime import Runtime
     from ferlab.training import TrainData, TrainState, train_one_epoch
 
     cfg = replace(cfg, "augment", enabled=False)

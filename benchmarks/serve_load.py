@@ -20,7 +20,7 @@ import time
 
 import httpx
 
-from ferlab.shipped import SAMPLE_PHOTO
+from ferlab.inference.shipped import SAMPLE_PHOTO
 
 
 def free_port() -> int:

@@ -14,14 +14,14 @@ import time
 
 import torch
 
-from ferlab.augment import augment_batch
-from ferlab.config import load_config, replace
-from ferlab.inference import predict_proba
-from ferlab.labels import EMOTIONS
+from ferlab.core.config import load_config, replace
+from ferlab.core.labels import EMOTIONS
+from ferlab.core.runtime import Runtime
+from ferlab.data.preprocess import Preprocessing
+from ferlab.inference.torch_proba import predict_proba
 from ferlab.models import build_model
-from ferlab.preprocess import Preprocessing
-from ferlab.runtime import Runtime
 from ferlab.training import TrainData, TrainState, train_one_epoch
+from ferlab.training.augment import augment_batch
 
 MODES = {
     "plain fp32 NCHW": dict(precision="fp32", channels_last=False),

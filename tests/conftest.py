@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferlab.core.labels import EMOTIONS
 from ferlab.data import FerData, save_cache
-from ferlab.labels import EMOTIONS
 
 REAL_ZIP = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fer2013-dev.zip"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ferlab.config import load_config
+from ferlab.core.config import load_config
 from ferlab.training import train
 
 cache, out, weights_dir = sys.argv[1:4]

@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ferlab.checkpoint import read_checkpoint, save_checkpoint
-from ferlab.config import ConfigError, apply_overrides, load_config
+from ferlab.core.config import ConfigError, apply_overrides, load_config
+from ferlab.core.files import WriteError, clean_stale_temps
+from ferlab.core.labels import emotion_id
 from ferlab.data import DataError, load_dataset, majority_labels
 from ferlab.data.ferplus import parse_votes
-from ferlab.files import WriteError, clean_stale_temps
-from ferlab.labels import emotion_id
+from ferlab.inference.checkpoint import read_checkpoint, save_checkpoint
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -110,7 +110,7 @@ def test_folder_names_never_crash_the_label_lookup(name):
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from ferlab.checkpoint import save_checkpoint
+    from ferlab.inference.checkpoint import save_checkpoint
     big = {"format": "ferlab-checkpoint", "version": 1, "w": torch.randn(2_000_000)}
     i = 0
     while True:
@@ -172,16 +172,16 @@ def test_cli_full_disk_and_unwritable_out_are_one_error_line(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["train", "--data", str(cache), "--out", str(tmp_path / "file" / "run"),
                                       *TINY_MODEL])
     assert result.exit_code == 2 and "error:" in result.output and "is a file, not a folder" in result.output
-    import ferlab.files
+    import ferlab.core.files
 
-    real = ferlab.files.os.replace
+    real = ferlab.core.files.os.replace
 
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ferlab.files.os, "replace", full)
+    monkeypatch.setattr(ferlab.core.files.os, "replace", full)
     result = CliRunner().invoke(app, ["prepare", str(cache), "-o", str(tmp_path / "copy.npz")])
-    monkeypatch.setattr(ferlab.files.os, "replace", real)
+    monkeypatch.setattr(ferlab.core.files.os, "replace", real)
     assert result.exit_code == 2, result.output
     assert "copy.npz: no space left on the disk" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "copy.npz").exists() and not list(tmp_path.glob(".copy*"))
@@ -462,7 +462,7 @@ def test_memory_stays_bounded_under_twenty_concurrent_near_limit_images(server):
     served, one at a time, with the server's memory within 200 MB of where it started."""
     import math
 
-    from ferlab.preprocess import OTHER_BYTES_PER_PIXEL, decode_cost
+    from ferlab.data.preprocess import OTHER_BYTES_PER_PIXEL, decode_cost
     from ferlab.serve import DEFAULT_DECODE_BUDGET_MB
 
     budget = int(DEFAULT_DECODE_BUDGET_MB * 1024 * 1024)
@@ -546,10 +546,10 @@ def test_a_zip_member_lying_about_its_size_is_refused_without_inflating_it(tmp_p
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real (tiny) ferlab checkpoint to damage in the tests below."""
-    from ferlab.checkpoint import checkpoint_dict
-    from ferlab.labels import EMOTIONS
+    from ferlab.core.labels import EMOTIONS
+    from ferlab.data.preprocess import Preprocessing
+    from ferlab.inference.checkpoint import checkpoint_dict
     from ferlab.models import build_model
-    from ferlab.preprocess import Preprocessing
 
     args = {"block_num": 2, "layer_num": 1, "filters_in_each_block": [8, 16]}
     ckpt = checkpoint_dict(build_model("seed_cnn", **args), model_name="seed_cnn", model_args=args,
@@ -620,10 +620,10 @@ def test_an_architecture_that_asks_for_terabytes_is_refused_before_allocation(ti
 
     import torch
 
-    from ferlab.checkpoint import CheckpointError, checkpoint_dict
-    from ferlab.labels import EMOTIONS
+    from ferlab.core.labels import EMOTIONS
+    from ferlab.data.preprocess import Preprocessing
+    from ferlab.inference.checkpoint import CheckpointError, checkpoint_dict
     from ferlab.models import build_model
-    from ferlab.preprocess import Preprocessing
 
     args = {"block_num": 1, "layer_num": 2, "filters_in_each_block": [4096], "kernel_size": 1,
             "pool_size": 512, "strides": 512, "input_size": 1024}

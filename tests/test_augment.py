@@ -4,7 +4,7 @@ import dataclasses
 
 import torch
 
-from ferlab.augment import AugmentConfig, augment_batch
+from ferlab.training.augment import AugmentConfig, augment_batch
 
 SEED_AUG = AugmentConfig(enabled=True)
 NONE = AugmentConfig(enabled=True, rotation=0, zoom=0, width_shift=0, height_shift=0, shear=0,
@@ -82,7 +82,7 @@ def test_jpeg_like_matches_a_real_jpeg_encoder():
     import numpy as np
     from PIL import Image
 
-    from ferlab.augment import jpeg_like
+    from ferlab.training.augment import jpeg_like
 
     rng = np.random.default_rng(0)
     smooth = np.cumsum(np.cumsum(rng.normal(0, 1, (48, 48)), 0), 1)
@@ -102,7 +102,7 @@ def test_jpeg_like_matches_a_real_jpeg_encoder():
 def test_photometric_ranges_are_checked():
     import pytest
 
-    from ferlab.config import ConfigError, check_ranges, load_config
+    from ferlab.core.config import ConfigError, check_ranges, load_config
 
     for bad in ("augment.blur=1.5", "augment.jpeg_quality=[80,20]", "augment.crop_area=0",
                 "augment.low_resolution_px=[2,8]"):

@@ -9,8 +9,7 @@ from conftest import real_zip_or_skip
 from typer.testing import CliRunner
 
 from ferlab.cli import app
-from ferlab.recognizer import EmotionRecognizer
-from ferlab.shipped import (
+from ferlab.inference.shipped import (
     BUNDLED_ENSEMBLE,
     BUNDLED_ENSEMBLE_INT8,
     BUNDLED_FAST,
@@ -18,6 +17,7 @@ from ferlab.shipped import (
     BUNDLED_MODEL,
     SAMPLE_PHOTO,
 )
+from ferlab.photos.recognizer import EmotionRecognizer
 
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason=f"no bundled model at {BUNDLED_MODEL}")
@@ -57,7 +57,7 @@ def test_fast_models_by_name():
 
 
 def test_shipped_ensemble_holds_the_bundled_net_and_its_robust_twin():
-    from ferlab.classifier import load_classifier
+    from ferlab.inference.classifier import load_classifier
 
     assert BUNDLED_ENSEMBLE.stat().st_size <= 20 * 1024 * 1024  # the issue's size bound
     assert BUNDLED_ENSEMBLE_INT8.stat().st_size <= 20 * 1024 * 1024
@@ -82,9 +82,9 @@ def test_bundled_models_beat_fer_package_on_publictest(tmp_path, model, margin):
 
 def test_no_shipped_model_carries_a_path_of_the_machine_that_made_it():
     """Model files travel: their provenance names a run folder and file, or a shipped name."""
-    from ferlab.checkpoint import read_checkpoint
-    from ferlab.export import read_onnx_metadata
-    from ferlab.shipped import WEIGHTS
+    from ferlab.inference.checkpoint import read_checkpoint
+    from ferlab.inference.export import read_onnx_metadata
+    from ferlab.inference.shipped import WEIGHTS
 
     for path in sorted(WEIGHTS.iterdir()):
         if path.suffix == ".pt":

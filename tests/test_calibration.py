@@ -7,19 +7,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ferlab.calibration import (
+from ferlab.cli import app
+from ferlab.core.labels import EMOTIONS as FER2013_EMOTIONS
+from ferlab.data import FerData, save_cache
+from ferlab.data.preprocess import Preprocessing
+from ferlab.inference.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
+from ferlab.inference.classifier import load_classifier
+from ferlab.inference.temperature import (
     apply_temperature,
     calibration_metrics,
     fit_temperature,
     stored_temperature,
 )
-from ferlab.checkpoint import checkpoint_dict, read_checkpoint, save_checkpoint
-from ferlab.classifier import load_classifier
-from ferlab.cli import app
-from ferlab.data import FerData, save_cache
-from ferlab.labels import EMOTIONS as FER2013_EMOTIONS
 from ferlab.models import build_model
-from ferlab.preprocess import Preprocessing
 
 
 def overconfident(n=4000, classes=7, true_t=2.5, seed=0):
@@ -150,7 +150,7 @@ def test_predict_uncalibrated_shows_the_raw_scores(tiny, tmp_path):
 
 
 def test_training_calibrates_its_checkpoints(tmp_path):
-    from ferlab.config import load_config
+    from ferlab.core.config import load_config
     from ferlab.training import train
 
     rng = np.random.default_rng(0)

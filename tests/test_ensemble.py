@@ -8,20 +8,20 @@ import torch
 from conftest import make_data, make_faces
 from typer.testing import CliRunner
 
-from ferlab.calibration import apply_temperature
-from ferlab.checkpoint import checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint
-from ferlab.classifier import OnnxClassifier, load_classifier
 from ferlab.cli import app
-from ferlab.config import load_config
-from ferlab.ensemble import build_ensemble
-from ferlab.evaluation import evaluate
-from ferlab.explain import saliency_maps
-from ferlab.export import export_onnx
+from ferlab.core.config import load_config
+from ferlab.core.runtime import Runtime
+from ferlab.data.preprocess import Preprocessing
+from ferlab.evaluation.scores import evaluate
+from ferlab.inference.checkpoint import checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint
+from ferlab.inference.classifier import OnnxClassifier, load_classifier
+from ferlab.inference.ensemble_file import build_ensemble
+from ferlab.inference.explain import saliency_maps
+from ferlab.inference.export import export_onnx
+from ferlab.inference.temperature import apply_temperature
 from ferlab.models import build_model
 from ferlab.models.ensemble import Ensemble, EnsembleMember
-from ferlab.preprocess import Preprocessing
-from ferlab.recognizer import EmotionRecognizer
-from ferlab.runtime import Runtime
+from ferlab.photos.recognizer import EmotionRecognizer
 from ferlab.training import train
 from ferlab.training.distill import load_teacher
 
@@ -181,8 +181,8 @@ def test_inference_batches_are_counted_in_views_not_faces():
     members' views included."""
     import numpy as np
 
-    from ferlab.classifier import load_classifier
-    from ferlab.tta import VIEWS_PER_BATCH
+    from ferlab.inference.classifier import load_classifier
+    from ferlab.inference.tta import VIEWS_PER_BATCH
 
     clf = load_classifier("ensemble-int8")
     assert clf.inner_views == 20  # two members, ten views each, inside the graph

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL
 
-from ferlab.checkpoint import CheckpointError, load_checkpoint
-from ferlab.config import load_config
-from ferlab.evaluation import classification_metrics, evaluate, format_report, write_report
-from ferlab.labels import EMOTIONS
-from ferlab.recognizer import EmotionRecognizer
+from ferlab.core.config import load_config
+from ferlab.core.labels import EMOTIONS
+from ferlab.evaluation.scores import classification_metrics, evaluate, format_report, write_report
+from ferlab.inference.checkpoint import CheckpointError, load_checkpoint
+from ferlab.inference.tta import tta_views
+from ferlab.photos.recognizer import EmotionRecognizer
 from ferlab.training import train
-from ferlab.tta import tta_views
 
 
 def test_metrics_on_a_hand_checked_example():

@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from ferlab.checkpoint import LoadedModel
-from ferlab.classifier import TorchClassifier, load_classifier
 from ferlab.cli import app
-from ferlab.explain import last_convolutions, saliency_maps
+from ferlab.core.runtime import Runtime
+from ferlab.data.preprocess import Preprocessing, preprocess
+from ferlab.inference.checkpoint import LoadedModel
+from ferlab.inference.classifier import TorchClassifier, load_classifier
+from ferlab.inference.explain import last_convolutions, saliency_maps
+from ferlab.inference.shipped import SAMPLE_PHOTO
 from ferlab.models import build_model
-from ferlab.preprocess import Preprocessing, preprocess
-from ferlab.runtime import Runtime
-from ferlab.shipped import SAMPLE_PHOTO
 
 runner = CliRunner()
 REGION = (slice(4, 20), slice(4, 20))  # top-left 16x16: the only place the label is written

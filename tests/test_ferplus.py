@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from conftest import TINY_MODEL, make_faces
 from PIL import Image
 
-from ferlab.checkpoint import load_checkpoint
-from ferlab.config import ConfigError, load_config
+from ferlab.core.config import ConfigError, load_config
+from ferlab.core.labels import FERPLUS_EMOTIONS
 from ferlab.data import (
     NOT_A_FACE,
     UNKNOWN,
@@ -26,8 +26,8 @@ from ferlab.data import (
     save_cache,
     vote_targets,
 )
-from ferlab.evaluation import evaluate
-from ferlab.labels import FERPLUS_EMOTIONS
+from ferlab.evaluation.scores import evaluate
+from ferlab.inference.checkpoint import load_checkpoint
 from ferlab.training import train
 from ferlab.training.losses import multi_target_loss, supervised_loss
 
@@ -317,8 +317,8 @@ def test_cli_prepare_train_evaluate_on_ferplus(tmp_path):
 
 
 def test_shipped_ferplus_model_by_name():
-    from ferlab.recognizer import EmotionRecognizer
-    from ferlab.shipped import BUNDLED_FERPLUS, SAMPLE_PHOTO
+    from ferlab.inference.shipped import BUNDLED_FERPLUS, SAMPLE_PHOTO
+    from ferlab.photos.recognizer import EmotionRecognizer
 
     if not BUNDLED_FERPLUS.exists():
         pytest.skip(f"no shipped FER+ model at {BUNDLED_FERPLUS}")
@@ -335,7 +335,7 @@ def test_shipped_ferplus_model_on_ferplus_validation(tmp_path):
     from typer.testing import CliRunner
 
     from ferlab.cli import app
-    from ferlab.shipped import BUNDLED_FERPLUS
+    from ferlab.inference.shipped import BUNDLED_FERPLUS
 
     if not BUNDLED_FERPLUS.exists():
         pytest.skip(f"no shipped FER+ model at {BUNDLED_FERPLUS}")

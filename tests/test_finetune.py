@@ -11,14 +11,14 @@ from conftest import make_data, make_faces
 from PIL import Image
 from typer.testing import CliRunner
 
-from ferlab.checkpoint import load_checkpoint, read_checkpoint
-from ferlab.classifier import OnnxClassifier
 from ferlab.cli import app
-from ferlab.config import ConfigError, load_config
+from ferlab.core.config import ConfigError, load_config
 from ferlab.data import DataError, load_dataset
-from ferlab.export import export_onnx
+from ferlab.inference.checkpoint import load_checkpoint, read_checkpoint
+from ferlab.inference.classifier import OnnxClassifier
+from ferlab.inference.export import export_onnx
 from ferlab.models import build_model
-from ferlab.recognizer import EmotionRecognizer
+from ferlab.photos.recognizer import EmotionRecognizer
 from ferlab.training import train
 from ferlab.training.distill import distillation_loss
 from ferlab.training.finetune import apply_finetune, load_init_weights, model_stages

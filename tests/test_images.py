@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ferlab.data import DataError, load_dataset
-from ferlab.preprocess import ImageError, as_rgb_array, decode_image, to_gray48
+from ferlab.data.preprocess import ImageError, as_rgb_array, decode_image, to_gray48
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -134,13 +134,14 @@ def test_decode_cost_is_read_from_the_header_and_bounds_the_real_peak():
     import numpy as np
     from PIL import Image
 
-    from ferlab.preprocess import decode_image
+    from ferlab.data.preprocess import decode_image
 
     jpeg = io.BytesIO()
     Image.fromarray(np.zeros((1000, 1000, 3), np.uint8)).save(jpeg, "JPEG")
     assert decode_image(jpeg.getvalue(), max_pixels=200_000).size == (250, 250)
     code = ("import io, sys, numpy as np; from PIL import Image\n"
-            "from ferlab.preprocess import as_rgb_array, decode_cost; from ferlab.faces import to_gray\n"
+            "from ferlab.data.preprocess import as_rgb_array, decode_cost\n"
+            "from ferlab.photos.faces import to_gray\n"
             "mode = sys.argv[1]; buf = io.BytesIO()\n"
             "shape = (2000, 2000, 4) if mode == 'RGBA' else (2000, 2000)\n"
             "Image.fromarray(np.zeros(shape, np.uint8)).convert(mode).save(buf, 'PNG')\n"

@@ -1,4 +1,4 @@
-from ferlab.labels import EMOTIONS, emotion_id
+from ferlab.core.labels import EMOTIONS, emotion_id
 
 
 def test_fer2013_order_is_the_single_source_of_truth():

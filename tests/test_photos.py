@@ -13,12 +13,12 @@ from conftest import TINY_MODEL, make_data, make_faces
 from PIL import Image
 from typer.testing import CliRunner
 
-from ferlab.checkpoint import load_checkpoint
 from ferlab.cli import app
-from ferlab.config import load_config
-from ferlab.export import export_onnx
-from ferlab.recognizer import EmotionRecognizer
-from ferlab.shipped import SAMPLE_PHOTO
+from ferlab.core.config import load_config
+from ferlab.inference.checkpoint import load_checkpoint
+from ferlab.inference.export import export_onnx
+from ferlab.inference.shipped import SAMPLE_PHOTO
+from ferlab.photos.recognizer import EmotionRecognizer
 from ferlab.training import train
 
 runner = CliRunner()
@@ -115,7 +115,7 @@ def test_same_file_name_in_two_folders_gives_two_annotated_copies(model_dir, tmp
 def test_video_every_nth_frame_csv_and_annotated_copy(model_dir, tmp_path, detector):
     import cv2
 
-    from ferlab.detection.yunet import unavailable_reason
+    from ferlab.photos.detection.yunet import unavailable_reason
 
     if detector == "yunet" and unavailable_reason():
         pytest.skip(f"YuNet cannot run here: {unavailable_reason()}")
@@ -204,7 +204,7 @@ def test_int8_export_keeps_predictions_and_labels(model_dir, tmp_path):
 def test_numpy_tta_views_match_the_torch_ones():
     import torch
 
-    from ferlab.tta import tta_views
+    from ferlab.inference.tta import tta_views
 
     x = np.random.default_rng(0).normal(size=(3, 1, 48, 48)).astype(np.float32)
     for mode in ("none", "flip", "tencrop"):
@@ -214,7 +214,8 @@ def test_numpy_tta_views_match_the_torch_ones():
 
 
 def test_default_prediction_runs_the_int8_export_without_importing_torch():
-    code = ("import sys; from ferlab import EmotionRecognizer; from ferlab.shipped import SAMPLE_PHOTO; "
+    code = ("import sys; from ferlab import EmotionRecognizer; "
+            "from ferlab.inference.shipped import SAMPLE_PHOTO; "
             "r = EmotionRecognizer(); faces = r.detect_emotions(SAMPLE_PHOTO); "
             "print(r.classifier.path.name, len(faces), faces[0]['emotion'], 'torch' in sys.modules, "
             "r.can_explain)")
@@ -224,8 +225,8 @@ def test_default_prediction_runs_the_int8_export_without_importing_torch():
 
 
 def test_int8_default_explains_through_its_pytorch_twin():
-    from ferlab.recognizer import EmotionRecognizer
-    from ferlab.shipped import BUNDLED_ENSEMBLE, BUNDLED_MODEL, SAMPLE_PHOTO
+    from ferlab.inference.shipped import BUNDLED_ENSEMBLE, BUNDLED_MODEL, SAMPLE_PHOTO
+    from ferlab.photos.recognizer import EmotionRecognizer
 
     rec = EmotionRecognizer()
     faces = rec.explain(SAMPLE_PHOTO)
@@ -241,9 +242,9 @@ def test_a_run_folder_holding_only_model_pt_is_taken_as_the_model(tmp_path):
     with only model.pt in run/ used to treat the folder as photos and use the default model."""
     import shutil
 
-    from ferlab.checkpoint import resolve_checkpoint
-    from ferlab.predict import split_model_argument
-    from ferlab.shipped import BUNDLED_FAST
+    from ferlab.inference.checkpoint import resolve_checkpoint
+    from ferlab.inference.shipped import BUNDLED_FAST
+    from ferlab.photos.predict import split_model_argument
 
     run = tmp_path / "run"
     run.mkdir()

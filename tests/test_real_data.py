@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import real_zip_or_skip
 
-from ferlab.checkpoint import load_checkpoint
-from ferlab.config import load_config
+from ferlab.core.config import load_config
 from ferlab.data import load_dataset
-from ferlab.evaluation import evaluate
+from ferlab.evaluation.scores import evaluate
+from ferlab.inference.checkpoint import load_checkpoint
 from ferlab.training import train
 
 TRAINING = [3995, 436, 4097, 7215, 4830, 3171, 4965]

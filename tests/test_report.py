@@ -11,12 +11,12 @@ from conftest import TINY_MODEL, make_data
 from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
-from ferlab.classifier import load_classifier
 from ferlab.cli import app
-from ferlab.config import load_config
+from ferlab.core.config import load_config
 from ferlab.data import save_cache
-from ferlab.evaluation import Scored, score
-from ferlab.report import build_report, most_confident_mistakes, render_html
+from ferlab.evaluation.report import build_report, most_confident_mistakes, render_html
+from ferlab.evaluation.scores import Scored, score
+from ferlab.inference.classifier import load_classifier
 from ferlab.training import train
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from conftest import make_data
 
-from ferlab.classifier import load_classifier
 from ferlab.data import load_cache, save_cache
+from ferlab.inference.classifier import load_classifier
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 

@@ -14,9 +14,9 @@ from conftest import TINY_MODEL, child_pids, make_data, running
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ferlab.config import load_config
+from ferlab.core.config import load_config
+from ferlab.inference.shipped import SAMPLE_PHOTO
 from ferlab.serve import create_app
-from ferlab.shipped import SAMPLE_PHOTO
 from ferlab.training import train
 
 
@@ -211,7 +211,7 @@ def test_workers_serve_from_separate_processes_and_bad_counts_are_refused():
 def test_health_names_the_detector_and_concurrent_requests_get_the_same_faces(model_dir):
     """Six clients at once through one app (one event loop, as under uvicorn): the request
     threads share the recognizer's detector and every answer has the same face."""
-    from ferlab.detection.yunet import unavailable_reason
+    from ferlab.photos.detection.yunet import unavailable_reason
 
     expected = "haar" if unavailable_reason() else "yunet"
     photo = SAMPLE_PHOTO.read_bytes()

@@ -113,7 +113,7 @@ def test_import_ferlab_is_light_and_has_no_side_effects():
 def test_public_names_load_on_first_use_and_stay_functions():
     out = run_python(
         "import matplotlib; before = matplotlib.get_backend(); "
-        "import ferlab.evaluation, ferlab.training, ferlab.cli; "  # the submodules exist too
+        "import ferlab.evaluation.scores, ferlab.training, ferlab.cli; "  # the submodules exist too
         "from ferlab import evaluate, train, EmotionRecognizer, load_classifier, plot_loss_acc; "
         "import ferlab; "
         "print(callable(evaluate), callable(train), ferlab.train is train, ferlab.evaluate is evaluate); "
@@ -128,7 +128,7 @@ def test_public_names_load_on_first_use_and_stay_functions():
 
 def test_predicting_does_not_load_training_studies_or_serving():
     out = run_python(
-        "import sys; from ferlab.recognizer import EmotionRecognizer; "
+        "import sys; from ferlab.photos.recognizer import EmotionRecognizer; "
         "print(sorted(m for m in ('matplotlib', 'optuna', 'fastapi', 'onnxruntime', 'ferlab.training', "
         "'ferlab.study', 'ferlab.serve') if m in sys.modules))"
     )
@@ -139,8 +139,8 @@ def _calls(node: ast.AST, inside_catch: bool = False):
     """(function name, inside a `with warnings.catch_warnings()`) for every call under node."""
     if isinstance(node, ast.With):
         inside_catch = inside_catch or any(
-            isinstance(i.context_expr, ast.Call) and getattr(i.context_expr.func, "attr", "") == "catch_warnings"
-            for i in node.items)
+            isinstance(i.context_expr, ast.Call)
+            and getattr(i.context_expr.func, "attr", "") == "catch_warnings" for i in node.items)
     if isinstance(node, ast.Call):
         func = node.func
         yield (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")), inside_catch
@@ -159,5 +159,5 @@ def test_global_state_is_changed_in_one_documented_place():
             if name in ("filterwarnings", "simplefilter") and not caught:
                 filters.append(f"{path.relative_to(SRC)}: {name}")
     # YuNet's OpenMP pool: per calling thread, limited inside its detector (detection/yunet.py).
-    assert setters == ["detection/yunet.py: set_num_threads"], setters
+    assert setters == ["photos/detection/yunet.py: set_num_threads"], setters
     assert not filters, filters

@@ -17,7 +17,7 @@ from conftest import TINY_MODEL, make_data
 from typer.testing import CliRunner
 
 from ferlab.cli import app
-from ferlab.config import load_config
+from ferlab.core.config import load_config
 from ferlab.data import save_cache
 from ferlab.study import SweepError, SweepSpec, build_stages, parse_param, run_sweep, write_report
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferlab.tracking import IouTracker, iou_matrix
+from ferlab.photos.tracking import IouTracker, iou_matrix
 
 
 def test_iou_of_known_boxes():

@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import TINY_MODEL, make_data
 
-from ferlab.checkpoint import load_checkpoint, read_checkpoint
-from ferlab.config import load_config
+from ferlab.core.config import load_config
 from ferlab.data import save_cache
+from ferlab.inference.checkpoint import load_checkpoint, read_checkpoint
 from ferlab.training import RunError, epoch_steps, train
 
 
@@ -135,7 +135,7 @@ def test_resume_after_kill_9_mid_epoch(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU bf16 fallback logic")
 def test_precision_auto_on_cpu_matches_cpu_capability():
-    from ferlab.runtime import Runtime, cpu_has_bf16
+    from ferlab.core.runtime import Runtime, cpu_has_bf16
 
     rt = Runtime.create("cpu", "auto")
     assert rt.precision_name == ("bf16" if cpu_has_bf16() else "fp32")
@@ -143,7 +143,7 @@ def test_precision_auto_on_cpu_matches_cpu_capability():
 
 
 def test_late_tta_validates_the_last_epochs_differently(tmp_path):
-    from ferlab.checkpoint import read_checkpoint
+    from ferlab.inference.checkpoint import read_checkpoint
 
     cfg = load_config(None, [*TINY_MODEL, "train.epochs=3", "train.late_tta=flip",
                              "train.late_tta_epochs=1"])
@@ -175,12 +175,12 @@ def test_one_cycle_schedule_is_defined_on_runs_of_a_few_steps():
 
 
 def test_one_writer_per_run_folder_and_a_dead_writers_lock_is_taken_over(tmp_path):
-    from ferlab.files import LOCK_NAME, FolderBusy, folder_lock
+    from ferlab.core.files import LOCK_NAME, FolderBusy, folder_lock
 
     run = tmp_path / "run"
     with folder_lock(run):
         assert (run / LOCK_NAME).read_text().strip() == str(os.getpid())
-        code = ("import sys; from ferlab.files import folder_lock\n"
+        code = ("import sys; from ferlab.core.files import folder_lock\n"
                 "try:\n    with folder_lock(sys.argv[1]): print('took it')\n"
                 "except ValueError as e: print(e)\n")
         out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True).stdout
@@ -190,7 +190,7 @@ def test_one_writer_per_run_folder_and_a_dead_writers_lock_is_taken_over(tmp_pat
                 pass
     assert not run.exists()  # nothing was written: nothing is left
     # kill -9 of a writer leaves its lock file; the OS dropped the lock with the process.
-    hold = ("import sys, time; from ferlab.files import folder_lock\n"
+    hold = ("import sys, time; from ferlab.core.files import folder_lock\n"
             "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -202,7 +202,7 @@ def test_one_writer_per_run_folder_and_a_dead_writers_lock_is_taken_over(tmp_pat
 
 
 def test_a_second_train_into_a_busy_run_folder_is_refused(tmp_path):
-    from ferlab.files import folder_lock
+    from ferlab.core.files import folder_lock
 
     cfg = load_config(None, [*TINY_MODEL, "train.epochs=1"])
     with folder_lock(tmp_path / "run"):
@@ -215,7 +215,7 @@ def test_a_second_train_into_a_busy_run_folder_is_refused(tmp_path):
 def test_training_on_the_split_auto_validation_would_pick_is_refused(tmp_path):
     """data.train_split=PublicTest with the default val_split: 'auto' found PublicTest and
     the run validated (and chose its best epoch) on its own training images."""
-    from ferlab.config import ConfigError
+    from ferlab.core.config import ConfigError
 
     cfg = load_config(None, [*TINY_MODEL, "train.epochs=1", "data.train_split=PublicTest"])
     with pytest.raises(ConfigError, match="also data.train_split"):

@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import make_data
 
-from ferlab.checkpoint import load_checkpoint
-from ferlab.config import load_config
-from ferlab.export import export_onnx
+from ferlab.core.config import load_config
+from ferlab.inference.checkpoint import load_checkpoint
+from ferlab.inference.export import export_onnx
 from ferlab.models import build_model
 from ferlab.models.registry import ModelConfigError
-from ferlab.recognizer import EmotionRecognizer
+from ferlab.photos.recognizer import EmotionRecognizer
 from ferlab.training import make_optimizer, train
 
 
@@ -220,7 +220,7 @@ def test_a_frozen_base_computes_features_once_and_trains_the_same_head(tmp_path)
 
 
 def test_layer_decay_gives_each_base_stage_its_own_rate():
-    from ferlab.config import ConfigError
+    from ferlab.core.config import ConfigError
     from ferlab.training import make_optimizer
     from ferlab.training.optim import make_scheduler
 
@@ -241,6 +241,6 @@ def test_layer_decay_gives_each_base_stage_its_own_rate():
     with pytest.raises(ConfigError, match="train.layer_decay needs a model with pretrained stages"):
         make_optimizer(build_model("seed_cnn"), t)
     with pytest.raises(ConfigError, match=r"train.layer_decay must be in \(0, 1\]"):
-        from ferlab.config import check_ranges
+        from ferlab.core.config import check_ranges
 
         check_ranges(load_config(None, ["train.layer_decay=1.5"]))

@@ -8,22 +8,21 @@ The Python API keeps the seed report's vocabulary:
 imported from its module the first time it is used (PEP 562), so a script that
 only predicts never loads the training, plotting, study or serving code.
 
-A map of the package (each module's header names what it depends on):
+A map of the package, by stack (each package's __init__ lists its modules, and each
+module's header names what it depends on; nothing imports upwards):
 
-    labels, files, config, preprocess, runtime   foundations: class names, atomic writes,
-                                                 frozen configs, the one decoder and
-                                                 preprocess(), device and precision
-    data, augment                                ingest + cache + split names; batched augmentation
-    models/                                      the registry: seed_cnn, vgg, transfer backbones
-    checkpoint, shipped                          self-describing .pt files; the shipped models' names
-    inference, classifier                        TTA (one implementation); load_classifier(ref):
-                                                 any model reference -> one interface
-    training/                                    train(), train_one_epoch(state, data, epoch), run folders
-    evaluation, plots, speedrun                  metrics and reports; the seed's figures; time budgets
-    study/                                       tuning studies: spec, engine, report
-    faces, detection/                            boxes and crops; face detectors (YuNet, Haar)
-    recognizer, predict, video                   EmotionRecognizer; photos and videos
-    export, serve, cli                           ONNX (+ int8); the web app; the command line
+    core/         errors, label sets, frozen configs, atomic files, processes, threads, device
+    data/         ingest (FER2013 CSV / folders / zips, FER+ votes), the cache, splits,
+                  the one image decoder and preprocess()
+    models/       the registry: seed_cnn, vgg, transfer backbones (VGG16, ResNet18,
+                  EfficientNet-Lite0), ensembles
+    inference/    checkpoints, shipped models, TTA, calibration, load_classifier, ONNX export,
+                  saliency
+    photos/       face detection (YuNet, Haar), EmotionRecognizer, photos and videos
+    training/     train(), the epoch loop, augmentation, fine-tuning, distillation, speedrun
+    evaluation/   scores, the seed's figures, the HTML report
+    study/        tuning studies: spec, engine, report
+    serve, cli    the web app; the command line
 """
 
 from __future__ import annotations
@@ -34,18 +33,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "EMOTIONS": "labels",
-    "Config": "config",
-    "load_config": "config",
+    "EMOTIONS": "core.labels",
+    "Config": "core.config",
+    "load_config": "core.config",
     "FerData": "data",
     "load_dataset": "data",
     "build_model": "models",
     "model_summary": "models",
-    "load_checkpoint": "checkpoint",
-    "load_classifier": "classifier",
-    "evaluate": "evaluation",
-    "plot_loss_acc": "plots",
-    "EmotionRecognizer": "recognizer",
+    "load_checkpoint": "inference.checkpoint",
+    "load_classifier": "inference.classifier",
+    "evaluate": "evaluation.scores",
+    "plot_loss_acc": "evaluation.plots",
+    "EmotionRecognizer": "photos.recognizer",
     "train": "training",
 }
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .shipped import model_help  # the standard library only: --help stays fast
+from .inference.shipped import model_help  # the standard library only: --help stays fast
 
 app = typer.Typer(
     add_completion=False,
@@ -37,7 +37,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     # field or limit. An OS error on a path the user gave (missing, no permission, a folder
     # for a file) names that path too. Anything else is a bug in ferlab: it keeps its
     # traceback, so that it can be reported.
-    from .errors import UserError
+    from .core.errors import UserError
 
     return (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -101,7 +101,7 @@ def prepare(
 
     if out.suffix != ".npz":
         _fail(f"{out}: the cache must be a .npz file")
-    from .files import check_writable, refuse_overwriting_inputs
+    from .core.files import check_writable, refuse_overwriting_inputs
 
     _run(refuse_overwriting_inputs, out, [source, votes], "cache")
     _run(check_writable, out.parent)  # before a long read, not after it
@@ -136,7 +136,7 @@ def train(
     fine-tunes the shipped model on class folders (my_faces/<class>/*.jpg, or
     train/ and val/ folders of those); the class names travel in the checkpoint.
     """
-    from .config import load_config
+    from .core.config import load_config
     from .training import train as run_training
 
     # The options' values are taken literally (a path is a path, whatever it holds); only
@@ -179,9 +179,9 @@ def speedrun(
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
 ) -> None:
     """Train within a time budget (schedule fitted to it); print minutes to 55/60/63/65/68/70%."""
-    from .config import load_config
-    from .speedrun import speedrun as run_speedrun
+    from .core.config import load_config
     from .training import default_run_dir
+    from .training.speedrun import speedrun as run_speedrun
 
     flags = [("data.source", data)] + ([("train.seed", seed)] if seed is not None else [])
     cfg = _run(load_config, config, [*(overrides or []), *flags])
@@ -212,7 +212,7 @@ def sweep(
     prune: Annotated[bool, typer.Option("--prune", help="stop hopeless trials early (median pruner)")] = False,
 ) -> None:
     """Tuning study: the seed's one-at-a-time sweeps, grids or Optuna TPE; resumable and parallel."""
-    from .config import load_config
+    from .core.config import load_config
     from .study import SweepSpec, build_stages, run_sweep, seed_study_stages, write_report
 
     flags = [("data.source", data)]
@@ -254,11 +254,11 @@ def evaluate(
     raw and calibrated); saves JSON, a heatmap and a reliability diagram; --html a report page."""
     import shlex
 
-    from .evaluation import evaluate_source, format_report
+    from .evaluation.scores import evaluate_source, format_report
 
     command = shlex.join(["ferlab", *sys.argv[1:]]) if sys.argv[0].endswith("ferlab") else ""
     if html is not None:
-        from .report import check_html_path
+        from .evaluation.report import check_html_path
 
         _run(check_html_path, html)
     scored, model, json_path, png = _run(evaluate_source, checkpoint, data, split, tta=tta, device=device,
@@ -266,7 +266,7 @@ def evaluate(
                                          calibrated=not uncalibrated)
     result = scored.result
     if html is not None:
-        from .report import build_report, write_html
+        from .evaluation.report import build_report, write_html
 
         _run(lambda: write_html(build_report(model, scored, command=command), html))
     if as_json:
@@ -293,8 +293,8 @@ def calibrate(
 ) -> None:
     """Fit a confidence temperature on validation so probabilities mean what they say (the
     predicted class never changes); stored in the model, applied by predict/serve/evaluate."""
-    from .calibration import format_calibration
-    from .evaluation import calibrate_model
+    from .inference.calibration import calibrate_model
+    from .inference.temperature import format_calibration
 
     entry, path = _run(calibrate_model, checkpoint, data, split, out=out, tta=tta, device=device,
                        precision=precision, skip_bad=skip_bad)
@@ -304,7 +304,7 @@ def calibrate(
 
 def _recognizer(model, **kwargs):
     """Load an EmotionRecognizer; a missing or bad model is one clear line, exit code 2."""
-    from .recognizer import EmotionRecognizer
+    from .photos.recognizer import EmotionRecognizer
 
     try:
         return EmotionRecognizer(model, **kwargs)
@@ -365,8 +365,8 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
              every: int, video_dir: Path, tta: str | None, device: str, precision: str, uncalibrated: bool,
              explain_dir: Path | None, classes: list[str] | None = None, method: str = "gradcam",
              photos_only: bool = False, min_face: float | None = None, detector: str = "auto") -> None:
-    from .predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
-    from .video import VIDEO_EXTENSIONS
+    from .photos.predict import expand_inputs, format_csv, format_table, predict_files, split_model_argument
+    from .photos.video import VIDEO_EXTENSIONS
 
     model, paths = split_model_argument(inputs)
     if not paths:
@@ -376,7 +376,7 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
     recognizer = _recognizer(model, device=device, precision=precision, detect=not no_detect, tta=tta,
                              calibrated=not uncalibrated, min_face=min_face, detector=detector)
     if explain_dir is not None:
-        from .explain import check_method
+        from .inference.explain import check_method
 
         _run(lambda: recognizer.saliency_classifier)
         _run(check_method, method)
@@ -391,7 +391,7 @@ def _predict(inputs: list[str], *, as_json: bool, as_csv: bool, no_detect: bool,
         errors += [f"{v}: a video; explain takes photos (predict classifies videos)" for v in videos]
     for folder in (annotate, explain_dir):
         if folder is not None:
-            from .files import check_writable
+            from .core.files import check_writable
 
             _run(check_writable, folder)
             folder.mkdir(parents=True, exist_ok=True)
@@ -432,7 +432,7 @@ def export(
     `--int8 --calibration-data fer.npz` writes an int8 ONNX model (2-3x faster on CPUs
     with VNNI); score it with `ferlab evaluate model-int8.onnx --data fer.npz`.
     """
-    from .export import export_model
+    from .inference.export import export_model
 
     path, source = _run(export_model, checkpoint, out, tta=tta, int8=int8, calibration_data=calibration_data,
                         calibration_images=calibration_images, log=typer.echo)
@@ -448,7 +448,7 @@ def ensemble(
 ) -> None:
     """Average several trained models' calibrated probabilities in one model file that works
     wherever a model does (evaluate, predict, serve, export, train.teacher)."""
-    from .ensemble import build_ensemble
+    from .inference.ensemble_file import build_ensemble
 
     path = _run(build_ensemble, models, out, tta=tta, half=not fp32, log=typer.echo)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB); score it with "
@@ -497,8 +497,8 @@ def demo(
     model: Annotated[Optional[Path], typer.Option(help=model_help(default="ensemble-int8 on a CPU"))] = None,
 ) -> None:
     """No data, no network: find faces and emotions in the bundled public-domain photo."""
-    from .predict import run_demo
-    from .shipped import SAMPLE_PHOTO
+    from .inference.shipped import SAMPLE_PHOTO
+    from .photos.predict import run_demo
 
     recognizer = _recognizer(model)
     faces = _run(run_demo, recognizer, out)
@@ -517,7 +517,7 @@ def models(
     """List registered models, or print one's layers, shapes, parameters and MFLOPs."""
     import yaml
 
-    from .config import load_yaml
+    from .core.config import load_yaml
     from .models import build_model, list_models, model_defaults, model_summary
 
     if name is None:

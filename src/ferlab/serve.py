@@ -45,10 +45,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import __version__
-from .errors import InputError
-from .preprocess import ImageError, as_rgb_array, decode_cost
-from .processes import die_with_parent
-from .recognizer import EmotionRecognizer
+from .core.errors import InputError
+from .core.processes import die_with_parent
+from .data.preprocess import ImageError, as_rgb_array, decode_cost
+from .photos.recognizer import EmotionRecognizer
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -233,8 +233,8 @@ async def _decode(data: bytes, file: UploadFile):
 
 def explained_faces(recognizer: Any, rgb) -> list[dict[str, Any]]:
     """detect_emotions plus each face's heatmap (crop under its map) as a PNG data URL."""
-    from .explain import crop_overlay
-    from .faces import to_gray
+    from .inference.explain import crop_overlay
+    from .photos.faces import to_gray
 
     faces = recognizer.explain(rgb)
     gray = to_gray(rgb)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_path
+from ..core.files import atomic_path
 from .core import NOT_A_FACE, DataError, FerData
 
 CACHE_FORMAT = 1

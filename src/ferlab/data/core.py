@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UserError
-from ..labels import EMOTIONS
+from ..core.errors import UserError
+from ..core.labels import EMOTIONS
 
 # Split names, in one place. FER2013's three, in their order:
 TRAIN_SPLIT = "Training"
@@ -143,7 +143,7 @@ def select_split(data: FerData, wanted: str, fallbacks: tuple[str, ...], purpose
 
 def assemble(images: list, labels: list, splits: list, ids: list,
              class_names: tuple[str, ...] = EMOTIONS, votes: list | None = None) -> FerData:
-    from ..preprocess import IMAGE_SIZE
+    from .preprocess import IMAGE_SIZE
 
     return FerData(
         np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8),

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..labels import EMOTIONS, NUM_CLASSES, emotion_id, known_folder_names
-from ..preprocess import IMAGE_SIZE, ImageError, load_image, to_gray48
+from ..core.labels import EMOTIONS, NUM_CLASSES, emotion_id, known_folder_names
 from .core import SPLIT_ORDER, TRAIN_SPLIT, DataError, FerData, LoadReport, assemble
+from .preprocess import IMAGE_SIZE, ImageError, load_image, to_gray48
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm"}
 # The seed's array files and the FER2013 split each one holds.

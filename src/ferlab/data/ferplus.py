@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS
-from ..preprocess import ImageError, load_image, to_gray48
+from ..core.labels import FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS
 from .core import FERPLUS_SPLITS, DataError, FerData, LoadReport, assemble
 from .fer2013 import IMAGE_EXTENSIONS, archive_members, iter_progress, read_csv
+from .preprocess import ImageError, load_image, to_gray48
 from .votes import majority_labels
 
 SPLIT_FOLDERS = {name.lower(): name for name in FERPLUS_SPLITS.values()}

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..labels import EMOTIONS, LABEL_SETS
+from ..core.labels import EMOTIONS, LABEL_SETS
 from .cache import load_cache
 from .core import TRAIN_SPLIT, DataError, FerData, LoadReport
 from .fer2013 import ARRAY_SPLITS, archive_members, read_arrays, read_csv, read_image_folder

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
-from ..labels import FERPLUS_EMOTIONS
+from ..core.errors import InputError
+from ..core.labels import FERPLUS_EMOTIONS
 from .core import NOT_A_FACE, UNKNOWN
 
 LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")

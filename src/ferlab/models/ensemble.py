@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..labels import NUM_CLASSES
-from ..tta import check_tta, mean_over_views
+from ..core.labels import NUM_CLASSES
+from ..inference.tta import check_tta, mean_over_views
 from .registry import ModelConfigError, build_model, register_model
 
 _EPS = 1e-12  # as calibration.apply_temperature: log(0) never reaches the average

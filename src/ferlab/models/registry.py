@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 

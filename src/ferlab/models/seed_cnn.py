@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..labels import NUM_CLASSES
+from ..core.labels import NUM_CLASSES
 from .registry import ModelConfigError, positive, register_model
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..labels import NUM_CLASSES
+from ..core.labels import NUM_CLASSES
 from .freeze import freeze_batchnorm_stats
 from .registry import ModelConfigError, register_model
 

@@ -36,12 +36,12 @@ import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from ..config import Config, ConfigError, apply_overrides
+from ..core.config import Config, ConfigError, apply_overrides
+from ..core.files import atomic_write_text, check_writable
+from ..core.processes import die_with_parent
+from ..core.threads import set_process_threads
 from ..data import load_dataset
-from ..files import atomic_write_text, check_writable
 from ..models.registry import ModelConfigError, check_model_args
-from ..processes import die_with_parent
-from ..threads import set_process_threads
 from ..training import train
 from .spec import Stage, SweepError, SweepSpec, describe, fit_filters, overrides, point_label
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_text
-from ..plots import plot_loss_acc_of_multiple_parameters
+from ..core.files import atomic_write_text
+from ..evaluation.plots import plot_loss_acc_of_multiple_parameters
 from .engine import open_storage, quiet_optuna, stage_bases, stage_study
 from .spec import SEED_CHOICES, SweepSpec
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from ..config import Config, load_yaml, to_dict
-from ..errors import UserError
+from ..core.config import Config, load_yaml, to_dict
+from ..core.errors import UserError
 
 # The seed report's sweeps, in its order; each point is a set of dotted overrides.
 SEED_FILTERS = [32, 64, 128, 256, 512]

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..config import Config
-from ..preprocess import Preprocessing
-from ..runtime import Runtime
+from ..core.config import Config
+from ..core.runtime import Runtime
+from ..data.preprocess import Preprocessing
 from .engine import train_one_epoch, validate
 from .state import TrainState
 from .tensors import TrainData

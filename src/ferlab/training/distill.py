@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CheckpointError
-from ..classifier import load_classifier, require_torch
+from ..core.runtime import Runtime
+from ..data.preprocess import Preprocessing
+from ..inference.checkpoint import CheckpointError
+from ..inference.classifier import load_classifier, require_torch
 from ..models.ensemble import without_member_tta
-from ..preprocess import Preprocessing
-from ..runtime import Runtime
 
 
 def load_teacher(ref: str, class_names: tuple[str, ...], pp: Preprocessing, runtime: Runtime) -> nn.Module:

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..augment import augment_batch
-from ..inference import logits_and_probs
+from ..core.runtime import Runtime
+from ..data.preprocess import Preprocessing, preprocess
+from ..inference.torch_proba import logits_and_probs
 from ..models.freeze import freeze_batchnorm_stats
-from ..preprocess import Preprocessing, preprocess
-from ..runtime import Runtime
+from .augment import augment_batch
 from .distill import distillation_loss
 from .features import FeatureCache, head_epoch, head_validate
 from .losses import supervised_loss

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..preprocess import preprocess
-from ..tta import tta_views
+from ..data.preprocess import preprocess
+from ..inference.tta import tta_views
 from .losses import supervised_loss
 from .state import TrainState, epoch_seed, epoch_steps
 from .tensors import TrainData

@@ -24,8 +24,8 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import CheckpointError
-from ..config import Config, ConfigError, ModelConfig, replace_model
+from ..core.config import Config, ConfigError, ModelConfig, replace_model
+from ..inference.checkpoint import CheckpointError
 
 POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 

@@ -6,8 +6,8 @@ set), epoch count fitted to a budget where set, `TrainState` made, then
 `run_epochs` - train, validate, save, report, once per epoch. Under `torchrun`
 each rank runs the same code and only rank 0 writes the run folder.
 
-Depends on: calibration, checkpoint, classifier, config, evaluation (calibration fit), files,
-inference (TTA check), models, preprocess, runtime, and this package's engine, state,
+Depends on: core (config, files, runtime), data (preprocess), models, inference
+(checkpoint, classifier, calibration fit, TTA check), and this package's engine, state,
 tensors, run_folder, budget, finetune, distill, distributed, features.
 """
 
@@ -20,18 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration import format_calibration
-from ..checkpoint import checkpoint_dict, load_checkpoint, read_checkpoint
-from ..classifier import TorchClassifier
-from ..config import Config, ConfigError, check_ranges, replace, to_dict
+from ..core.config import Config, ConfigError, check_ranges, replace, to_dict
+from ..core.files import check_writable
+from ..core.runtime import Runtime
 from ..data import FerData
-from ..evaluation import MIN_CALIBRATION_FACES, calibrate_classifier, write_calibration
-from ..files import check_writable
-from ..inference import check_tta
+from ..data.preprocess import Preprocessing
+from ..inference.calibration import MIN_CALIBRATION_FACES, calibrate_classifier, write_calibration
+from ..inference.checkpoint import checkpoint_dict, load_checkpoint, read_checkpoint
+from ..inference.classifier import TorchClassifier
+from ..inference.temperature import format_calibration
+from ..inference.torch_proba import check_tta
 from ..models import build_model
 from ..models.registry import check_forward
-from ..preprocess import Preprocessing
-from ..runtime import Runtime
 from .budget import fit_epochs_to_budget
 from .distill import load_teacher
 from .distributed import init_distributed

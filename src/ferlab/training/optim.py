@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda p, t: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay),

@@ -23,11 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import read_checkpoint, save_checkpoint
-from ..config import Config, replace, save_config, to_dict
-from ..errors import UserError
-from ..files import atomic_write_text, folder_lock
-from ..plots import plot_loss_acc
+from ..core.config import Config, replace, save_config, to_dict
+from ..core.errors import UserError
+from ..core.files import atomic_write_text, folder_lock
+from ..evaluation.plots import plot_loss_acc
+from ..inference.checkpoint import read_checkpoint, save_checkpoint
 
 HISTORY_FIELDS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",

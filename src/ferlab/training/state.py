@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config
-from ..preprocess import Preprocessing
-from ..runtime import Runtime
+from ..core.config import Config
+from ..core.runtime import Runtime
+from ..data.preprocess import Preprocessing
 from .distributed import Dist, wrap_ddp
 from .optim import make_optimizer, make_scheduler
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import Config, ConfigError
+from ..core.config import Config, ConfigError
 from ..data import (
     VAL_SPLITS,
     DataError,

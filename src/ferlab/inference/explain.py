@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
-from .models.ensemble import without_member_tta
-from .preprocess import preprocess
+from ..core.errors import InputError
+from ..data.preprocess import preprocess
+from ..models.ensemble import without_member_tta
 
 METHODS = ("gradcam", "integrated_gradients")
 IG_STEPS = 32
@@ -219,8 +219,8 @@ def save_explanations(
     the paths."""
     from PIL import Image
 
-    from .faces import to_gray
-    from .files import atomic_path
+    from ..core.files import atomic_path
+    from ..photos.faces import to_gray
 
     gray = to_gray(rgb)
     written: list[Path] = []

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError
-from .evaluation import Scored, reliability_curves
-from .files import atomic_write_text
+from .. import __version__
+from ..core.errors import InputError
+from ..core.files import atomic_write_text
 from .plots import confusion_figure, gallery_figure, per_class_figure, reliability_figure
+from .scores import Scored, reliability_curves
 
 MISTAKES_PER_CLASS = 6
 
@@ -83,7 +83,7 @@ def build_report(
     saliency: bool = True,
 ) -> Report:
     """Everything the page shows, computed once; `saliency=False` leaves the maps out."""
-    from .classifier import TorchClassifier
+    from ..inference.classifier import TorchClassifier
 
     result = scored.result
     names = result["class_names"]
@@ -95,7 +95,7 @@ def build_report(
     elif not isinstance(classifier, TorchClassifier):
         note = "saliency needs the PyTorch checkpoint: this model is an ONNX export"
     elif index:
-        from .explain import saliency_maps
+        from ..inference.explain import saliency_maps
 
         maps, _ = saliency_maps(classifier, scored.images[index], scored.model_ids[index])
         heats = list(maps)
@@ -115,7 +115,7 @@ def build_report(
 
 
 def _tile(m: dict[str, Any]) -> np.ndarray:
-    from .explain import crop_panel
+    from ..inference.explain import crop_panel
 
     if m["heat"] is None:
         import cv2
@@ -329,7 +329,7 @@ def render_html(report: Report) -> str:
 
 def check_html_path(path: str | Path) -> None:
     """Refuse a page path that cannot be written, before the scoring it would wait for."""
-    from .files import check_writable
+    from ..core.files import check_writable
 
     if Path(path).is_dir():
         raise InputError(f"--html {path}: a folder; give the page's file name (report.html)")

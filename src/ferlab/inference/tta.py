@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 TTA_MODES = ("none", "flip", "tencrop")
 VIEW_COUNT = {"none": 1, "flip": 2, "tencrop": 10}  # forward passes per face

@@ -17,16 +17,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .files import atomic_path
-from .models import build_model
-from .preprocess import Preprocessing
+from ..core.files import atomic_path
+from ..data.preprocess import Preprocessing
+from ..models import build_model
 from .shipped import RUN_FOLDER_MODELS, is_shipped, portable_source, resolve_model_ref
 
 FORMAT = "ferlab-checkpoint"
 VERSION = 1
 
 
-from .errors import CheckpointError  # noqa: E402,F401  (re-exported: raised by the light path too)
+from ..core.errors import CheckpointError  # noqa: E402,F401  (re-exported: raised by the light path too)
 
 
 @dataclass
@@ -169,7 +169,7 @@ def _check_architecture(spec: dict[str, Any], state: dict[str, torch.Tensor], cl
                         size: int, path: Path) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models.registry import ModelConfigError
+    from ..models.registry import ModelConfigError
 
     args = {k: v for k, v in spec.get("args", {}).items() if k != "pretrained"}
     try:

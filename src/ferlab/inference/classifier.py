@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .calibration import apply_temperature, stored_temperature
-from .errors import CheckpointError
-from .preprocess import Preprocessing, preprocess
+from ..core.errors import CheckpointError
+from ..core.threads import set_process_threads
+from ..data.preprocess import Preprocessing, preprocess
 from .shipped import resolve_model_ref
-from .threads import set_process_threads
+from .temperature import apply_temperature, stored_temperature
 from .tta import VIEW_COUNT, VIEWS_PER_BATCH, check_tta, faces_per_batch, mean_over_views
 
 if TYPE_CHECKING:  # PyTorch is imported only when a PyTorch model is loaded
+    from ..core.runtime import Runtime
     from .checkpoint import LoadedModel
-    from .runtime import Runtime
 
 ONNX_METADATA_KEY = "ferlab"  # the metadata entry `export_onnx` writes
 
@@ -83,7 +83,7 @@ class TorchClassifier(_Calibrated):
     """A ferlab checkpoint on PyTorch (`.model` is the nn.Module, in eval mode)."""
 
     def __init__(self, loaded: LoadedModel, runtime: Runtime | None = None, calibrated: bool = True):
-        from .runtime import Runtime
+        from ..core.runtime import Runtime
 
         self.runtime = runtime or Runtime.create()
         self.loaded = loaded
@@ -98,7 +98,7 @@ class TorchClassifier(_Calibrated):
         self.inner_views = max((VIEW_COUNT[m.tta] for m in getattr(self.model, "members", ())), default=1)
 
     def raw_proba(self, faces: np.ndarray, tta: str, batch_size: int) -> np.ndarray:
-        from .inference import predict_proba
+        from .torch_proba import predict_proba
 
         return predict_proba(self.model, faces, self.preprocessing, self.runtime, tta=tta,
                              batch_size=batch_size, num_classes=len(self.class_names))
@@ -175,8 +175,8 @@ def load_classifier(
     path = resolve_model_ref(ref)
     if path.suffix == ".onnx":
         return OnnxClassifier(path, calibrated, threads)
+    from ..core.runtime import Runtime
     from .checkpoint import load_checkpoint
-    from .runtime import Runtime
 
     set_process_threads(threads, torch=True)  # PyTorch's pool is per process (threads.py)
     runtime = Runtime.create(device, precision)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ...core.errors import InputError
 from ..faces import (
     DEFAULT_MIN_FACE,
     CropRule,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from ..core.errors import UserError
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parents[1] / "weights"
 BUNDLED_MODEL = WEIGHTS / "ferlab-fer2013.pt"
 # The fast model: a small student distilled from the bundled one, and its int8 ONNX export.
 BUNDLED_FAST = WEIGHTS / "ferlab-fer2013-fast.pt"
@@ -36,7 +36,7 @@ BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "bundled-int8": BUNDLED_INT8, "fast":
                  "ensemble-int8": BUNDLED_ENSEMBLE_INT8, "ferplus": BUNDLED_FERPLUS}
 # a shipped export -> the checkpoint it was made from
 TWINS = {BUNDLED_INT8.name: BUNDLED_MODEL, BUNDLED_ENSEMBLE_INT8.name: BUNDLED_ENSEMBLE}
-SAMPLE_PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA, public domain
+SAMPLE_PHOTO = Path(__file__).parents[1] / "assets" / "astronaut.jpg"  # NASA, public domain
 # What a run folder given as a model means, in order: the one list every resolver reads.
 RUN_FOLDER_MODELS = ("best.pt", "last.pt", "model.pt")
 MODEL_SUFFIXES = (".pt", ".pth", ".onnx")

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint
-from .config import Config, replace
-from .data import load_dataset
-from .errors import InputError
-from .evaluation import evaluate
-from .files import atomic_write_text
-from .training import train
+from ..core.config import Config, replace
+from ..core.errors import InputError
+from ..core.files import atomic_write_text
+from ..data import load_dataset
+from ..evaluation.scores import evaluate
+from ..inference.checkpoint import load_checkpoint
+from . import train
 
 THRESHOLDS = (0.55, 0.60, 0.63, 0.65, 0.68, 0.70)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from scipy.optimize import linear_sum_assignment
 
-from .errors import InputError
+from ..core.errors import InputError
 from .faces import iou_matrix  # box geometry lives with the detector
 
 Box = Sequence[int]  # x, y, w, h

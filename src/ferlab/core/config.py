@@ -6,7 +6,7 @@ be reproduced from its run folder. The `model` section is `name` plus that
 model's own keyword arguments (checked against the registry when the model is
 built), so new architectures need no change here.
 
-Depends on: errors, augment (its section's dataclass), files; PyYAML.
+Depends on: errors, files; PyYAML.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Any
 
 import yaml
 
-from .augment import AugmentConfig
 from .files import atomic_write_text
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
 from .errors import ConfigError  # noqa: E402  (defined where the light path can raise it)
@@ -84,6 +83,37 @@ class TrainConfig:
     feature_cache: bool = True
     # Transfer models: the base's stages learn at lr x layer_decay^depth (1 = one rate for all)
     layer_decay: float = 1.0
+
+
+# The batched ops that read it are in training/augment.py (torch); the section itself is
+# plain data, so reading a config never imports torch.
+@dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = False
+    rotation: float = 20.0  # degrees, uniform in [-rotation, rotation]
+    zoom: float = 0.1  # scale factor in [1 - zoom, 1 + zoom], x and y drawn apart (as Keras)
+    width_shift: float = 0.1  # fraction of the width
+    height_shift: float = 0.1  # fraction of the height
+    shear: float = 0.1  # degrees, as in Keras (the seed's 0.1 is therefore tiny)
+    horizontal_flip: bool = True
+    fill: str = "nearest"  # nearest (edge pixels, Keras' default) | constant (zeros = mean grey)
+    random_erasing: float = 0.0  # probability per image of erasing one rectangle
+    erasing_area: tuple[float, float] = (0.02, 0.25)  # fraction of the image erased
+    # Random resized crop: the kept area is a fraction in [crop_area, 1] (1 = off), with
+    # aspect ratio in [3/4, 4/3], placed anywhere inside the image.
+    crop_area: float = 1.0
+    # Photometric degradations, all off at 0; magnitudes are drawn per image.
+    brightness: float = 0.0  # add a shift in [-b, b] of the full pixel range
+    contrast: float = 0.0  # scale around the image's mean by a factor in [1 - c, 1 + c]
+    gamma: float = 0.0  # pixel ** exp(u), u in [-g, g]
+    blur: float = 0.0  # probability of a Gaussian blur, sigma in [0.3, blur_sigma] px
+    blur_sigma: float = 1.5
+    noise: float = 0.0  # Gaussian noise, std in [0, noise] of the pixel range
+    jpeg: float = 0.0  # probability of JPEG-like 8x8 DCT quantisation, quality in jpeg_quality
+    jpeg_quality: tuple[int, int] = (15, 75)
+    low_resolution: float = 0.0  # probability of downscaling to low_resolution_px and back
+    low_resolution_px: tuple[int, int] = (12, 32)
+
 
 
 @dataclass(frozen=True)

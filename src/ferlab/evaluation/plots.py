@@ -21,7 +21,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .files import atomic_path
+from ..core.files import atomic_path
 
 
 def _save(fig: Any, path: str | Path) -> Path:

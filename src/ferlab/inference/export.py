@@ -26,15 +26,15 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from ..core.errors import CheckpointError, InputError
+from ..core.files import atomic_path, check_writable, refuse_overwriting_inputs
+from ..data import TRAIN_SPLIT, load_dataset, stratified_subset
+from ..data.preprocess import Preprocessing, preprocess
 from .checkpoint import LoadedModel, slim_checkpoint
 from .classifier import ONNX_METADATA_KEY as METADATA_KEY
 from .classifier import load_classifier, require_torch
-from .data import TRAIN_SPLIT, load_dataset, stratified_subset
-from .errors import CheckpointError, InputError
-from .files import atomic_path, check_writable, refuse_overwriting_inputs
-from .inference import check_tta
-from .preprocess import Preprocessing, preprocess
 from .shipped import portable_source
+from .torch_proba import check_tta
 
 
 def export_onnx(loaded: LoadedModel, out: str | Path, opset: int = 17) -> Path:

@@ -22,9 +22,9 @@ from typing import Any
 import cv2
 from tqdm import tqdm
 
-from .errors import InputError
+from ..core.errors import InputError
+from ..core.files import atomic_path
 from .faces import draw_faces
-from .files import atomic_path
 from .tracking import IouTracker
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -101,7 +101,7 @@ def predict_video(
         if frames == 0:
             raise InputError(f"{path}: no frames could be read")
     if timeline_out is not None:
-        from .plots import plot_timeline
+        from ..evaluation.plots import plot_timeline
 
         plot_timeline(series, names, timeline_out, f"{Path(path).name}: emotions per face track")
     return {"source": str(path), "frames": frames, "processed": processed, "fps": fps,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import InputError
+from ...core.errors import InputError
 from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable
 
 DETECTORS = ("yunet", "haar")  # the names --detector takes, besides "auto"

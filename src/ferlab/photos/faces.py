@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import InputError, UserError
+from ..core.errors import InputError, UserError
 
 # The smallest face sought by default, as a share of the image's shorter side: portraits,
 # selfies and webcams. Group photos with small faces: min_size=0.05 (slower).

@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import load_classifier
+from ..core.errors import InputError
+from ..core.threads import set_process_threads
+from ..data.preprocess import as_rgb_array, to_gray48
+from ..inference.classifier import load_classifier
+from ..inference.shipped import default_predict_path, twin_checkpoint
+from ..inference.tta import check_tta
 from .detection import check_detector, crop_rule_of, detector_name, make_detector
-from .errors import InputError
 from .faces import CropRule, FaceBox, crop_box, to_gray
-from .preprocess import as_rgb_array, to_gray48
-from .shipped import default_predict_path, twin_checkpoint
-from .threads import set_process_threads
-from .tta import check_tta
 
 
 class EmotionRecognizer:
@@ -80,7 +80,7 @@ class EmotionRecognizer:
 
     @property
     def can_explain(self) -> bool:
-        from .classifier import TorchClassifier
+        from ..inference.classifier import TorchClassifier
 
         return (isinstance(self.classifier, TorchClassifier)
                 or twin_checkpoint(self.classifier.path) is not None)
@@ -90,7 +90,7 @@ class EmotionRecognizer:
         """The PyTorch model saliency maps are taken from: the classifier itself or, for a
         shipped export (the int8 default), the checkpoint it was made from - loaded once,
         when first asked for. Anything else raises CheckpointError."""
-        from .classifier import TorchClassifier, require_torch
+        from ..inference.classifier import TorchClassifier, require_torch
 
         if isinstance(self.classifier, TorchClassifier):
             return self.classifier
@@ -139,7 +139,7 @@ class EmotionRecognizer:
         and `saliency`: {class name: map in [0, 1], the model's input size} for the
         predicted class, or for each of `classes`. Needs a PyTorch model (or a shipped
         export, whose checkpoint explains it)."""
-        from .explain import check_method, saliency_maps
+        from ..inference.explain import check_method, saliency_maps
 
         method = check_method(method)
         names = self.class_names

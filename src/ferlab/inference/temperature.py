@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..core.errors import InputError
 
 ECE_BINS = 15
 _EPS = 1e-12

@@ -13,47 +13,18 @@ FER2013's: lighting, focus, compression and size. Each is a batched tensor op on
 the training device, applied in pixel space ([0, 1]) and mapped back, so they
 cost a few percent of a step. All are off by default (value 0).
 
-Depends on: errors, torch.
+Depends on: core (AugmentConfig, the `augment` section's dataclass; errors), torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    enabled: bool = False
-    rotation: float = 20.0  # degrees, uniform in [-rotation, rotation]
-    zoom: float = 0.1  # scale factor in [1 - zoom, 1 + zoom], x and y drawn apart (as Keras)
-    width_shift: float = 0.1  # fraction of the width
-    height_shift: float = 0.1  # fraction of the height
-    shear: float = 0.1  # degrees, as in Keras (the seed's 0.1 is therefore tiny)
-    horizontal_flip: bool = True
-    fill: str = "nearest"  # nearest (edge pixels, Keras' default) | constant (zeros = mean grey)
-    random_erasing: float = 0.0  # probability per image of erasing one rectangle
-    erasing_area: tuple[float, float] = (0.02, 0.25)  # fraction of the image erased
-    # Random resized crop: the kept area is a fraction in [crop_area, 1] (1 = off), with
-    # aspect ratio in [3/4, 4/3], placed anywhere inside the image.
-    crop_area: float = 1.0
-    # Photometric degradations, all off at 0; magnitudes are drawn per image.
-    brightness: float = 0.0  # add a shift in [-b, b] of the full pixel range
-    contrast: float = 0.0  # scale around the image's mean by a factor in [1 - c, 1 + c]
-    gamma: float = 0.0  # pixel ** exp(u), u in [-g, g]
-    blur: float = 0.0  # probability of a Gaussian blur, sigma in [0.3, blur_sigma] px
-    blur_sigma: float = 1.5
-    noise: float = 0.0  # Gaussian noise, std in [0, noise] of the pixel range
-    jpeg: float = 0.0  # probability of JPEG-like 8x8 DCT quantisation, quality in jpeg_quality
-    jpeg_quality: tuple[int, int] = (15, 75)
-    low_resolution: float = 0.0  # probability of downscaling to low_resolution_px and back
-    low_resolution_px: tuple[int, int] = (12, 32)
-
+from ..core.config import AugmentConfig
+from ..core.errors import InputError
 
 _PADDING = {"nearest": "border", "constant": "zeros", "reflect": "reflection"}
 

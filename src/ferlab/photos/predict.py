@@ -19,12 +19,12 @@ from typing import Any
 
 from PIL import Image
 
-from .data import IMAGE_EXTENSIONS
-from .errors import InputError, UserError
+from ..core.errors import InputError, UserError
+from ..core.files import atomic_path
+from ..data import IMAGE_EXTENSIONS
+from ..data.preprocess import as_rgb_array
+from ..inference.shipped import SAMPLE_PHOTO, is_model_ref
 from .faces import draw_faces
-from .files import atomic_path
-from .preprocess import as_rgb_array
-from .shipped import SAMPLE_PHOTO, is_model_ref
 from .video import VIDEO_EXTENSIONS, predict_video
 
 PHOTO_EXTENSIONS = IMAGE_EXTENSIONS | {".webp", ".bmp"}
@@ -102,7 +102,7 @@ def predict_files(
             if explain_dir is None:
                 faces = recognizer.detect_emotions(rgb)
             else:
-                from .explain import save_explanations  # PyTorch: only when heatmaps are asked for
+                from ..inference.explain import save_explanations  # PyTorch: only when heatmaps are asked for
 
                 faces = recognizer.explain(rgb, explain_classes, explain_method)
                 stem = outputs.name(path, "")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .preprocess import Preprocessing, preprocess
-from .runtime import Runtime
+from ..core.runtime import Runtime
+from ..data.preprocess import Preprocessing, preprocess
 from .tta import TTA_MODES, check_tta, mean_over_views, tta_views  # noqa: F401  (re-exported)
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ...core.errors import InputError
 from ..faces import DEFAULT_MIN_FACE, CropRule, DetectorUnavailable, FaceBox, check_hints, check_min_size
 
 # The smallest face sought is scanned at this many pixels. On 1,200 FER2013 faces pasted

@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.errors import InputError
+from ..core.files import check_writable, refuse_overwriting_inputs
+from ..models import build_model
+from ..models.ensemble import Ensemble
 from .checkpoint import CheckpointError, LoadedModel, checkpoint_dict, save_checkpoint
 from .classifier import Classifier, TorchClassifier, load_classifier, require_torch
-from .errors import InputError
-from .files import check_writable, refuse_overwriting_inputs
-from .inference import check_tta, predict_proba
-from .models import build_model
-from .models.ensemble import Ensemble
 from .shipped import portable_source
+from .torch_proba import check_tta, predict_proba
 from .tta import VIEW_COUNT, VIEWS_PER_BATCH, faces_per_batch
 
 

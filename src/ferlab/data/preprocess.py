@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InputError, UserError
+from ..core.errors import InputError, UserError
 
 IMAGE_SIZE = 48
 
