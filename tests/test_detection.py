@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ferlab import detection
 from ferlab.data.preprocess import as_rgb_array
 from ferlab.inference.shipped import SAMPLE_PHOTO
+from ferlab.photos import detection
 from ferlab.photos.detection import make_detector
 from ferlab.photos.detection.haar import HaarDetector
 from ferlab.photos.detection.yunet import YuNetDetector, unavailable_reason

@@ -34,6 +34,37 @@ def test_models_take_a_class_count(name):
     assert build_model(name, num_classes=3, **ARGS.get(name, {}))(torch.randn(2, 1, 48, 48)).shape == (2, 3)
 
 
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "ensemble"])
+def test_every_trainable_model_implements_the_model_api(name):
+    """forward == forward_head(forward_features); the classifier is the layer that maps to
+    the classes; reset_classifier changes the class count; stages run input to output."""
+    from ferlab.models import implements_api
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    assert implements_api(model)
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_head(model.forward_features(x)), model(x))
+    head_name, head = model.get_classifier()
+    assert dict(model.named_modules())[head_name] is head and head.out_features == 7
+    stages = model.stages()
+    assert stages and not any(p is q for s in stages for p in s.parameters() for q in head.parameters())
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.get_classifier()[1].out_features == 3
+
+
+def test_an_ensemble_is_not_fine_tuned_as_one():
+    from ferlab.inference.checkpoint import CheckpointError
+    from ferlab.models import implements_api
+    from ferlab.training.finetune import apply_finetune
+
+    model = build_model("ensemble", **ARGS["ensemble"])
+    assert not implements_api(model)
+    with pytest.raises(CheckpointError, match="members one by one"):
+        apply_finetune(model, "head")
+
+
 def test_seed_final_shapes_params_and_flops():
     s = model_summary(build_model("seed_cnn", **SEED_FINAL))
     pools = [shape for _, kind, shape, _ in s.rows if kind == "MaxPool2d"]

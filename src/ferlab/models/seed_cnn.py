@@ -4,7 +4,7 @@ Per block: `layer_num` x (Conv2d 'same' padding + ReLU) with the block's filter
 count, then MaxPool2d(pool_size, strides) with Keras' default 'valid' padding.
 Then Flatten, Dropout, Linear to the classes (softmax lives in the loss).
 
-Depends on: labels, registry; torch.
+Depends on: labels, api (SequentialNet), registry; torch.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..core.labels import NUM_CLASSES
+from .api import SequentialNet
 from .registry import ModelConfigError, positive, register_model
 
 
@@ -50,7 +51,7 @@ def seed_cnn(
     num_classes: int = NUM_CLASSES,
     in_chans: int = 1,
     input_size: int = 48,
-) -> nn.Sequential:
+) -> SequentialNet:
     positive(kernel_size=kernel_size, pool_size=pool_size, strides=strides,
              filters_in_each_block=list(filters_in_each_block))
     filters = list(filters_in_each_block)
@@ -76,12 +77,13 @@ def seed_cnn(
         # after the pool: the same function and gradients, on a tensor 4-9x smaller.
         # In-place ReLUs also spare one activation-sized buffer each.
         layers += [nn.MaxPool2d(pool_size, strides), nn.ReLU(inplace=True)]
+    head_start = len(layers)
     layers += [
         nn.Flatten(),
         nn.Dropout(dropout_rate),
         nn.Linear(channels * final * final, num_classes),
     ]
-    model = nn.Sequential(*layers)
+    model = SequentialNet(layers, head_start)
     # Keras initialises Conv2D and Dense with Glorot-uniform and zero biases;
     # matching it keeps the seed's curves comparable.
     for m in model.modules():

@@ -165,6 +165,20 @@ class TransferNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))
 
+    # The model API (models/api.py): fine-tuning, frozen features and layer-wise rates use it.
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def get_classifier(self) -> tuple[str, nn.Linear]:
+        return "head.3", self.head[3]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        old = self.head[3]
+        self.head[3] = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+
+    def stages(self) -> list[nn.Module]:
+        return [*self._stages, self.extra] if len(self.extra) else list(self._stages)
+
     def param_depths(self) -> dict[nn.Parameter, int]:
         """Each parameter's distance from the head, for layer-wise learning rates
         (`train.layer_decay`): 0 for the head and extra convs, 1 for the base's last stage, ..."""

@@ -6,7 +6,7 @@ The FER2013 literature's strongest from-scratch single networks are VGG-like
 average pooling, so the head stays small and the net is cheap enough to train
 in minutes on two CPU cores.
 
-Depends on: labels, registry; torch.
+Depends on: labels, api (SequentialNet), registry; torch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..core.labels import NUM_CLASSES
+from .api import SequentialNet
 from .registry import ModelConfigError, positive, register_model
 
 
@@ -30,7 +31,7 @@ def vgg(
     dropout_rate: float = 0.2,
     num_classes: int = NUM_CLASSES,
     in_chans: int = 1,
-) -> nn.Sequential:
+) -> SequentialNet:
     """`widths` channels per stage, `depth` convs per stage; stage k runs at 48 / 2**k px."""
     widths = list(widths)
     positive(widths=widths, depth=depth)
@@ -48,13 +49,14 @@ def vgg(
         for _ in range(depth):
             layers += _conv_bn(channels, width)
             channels = width
+    head_start = len(layers)
     layers += [
         nn.AdaptiveAvgPool2d(1),  # (N, C, h, w) -> (N, C, 1, 1)
         nn.Flatten(),
         nn.Dropout(dropout_rate),
         nn.Linear(channels, num_classes),
     ]
-    model = nn.Sequential(*layers)
+    model = SequentialNet(layers, head_start)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -3,19 +3,19 @@
 `train.init` names a ferlab checkpoint ("bundled": the shipped model). The run
 takes that checkpoint's architecture and preprocessing and loads its weights. If
 the data's classes differ from the checkpoint's (your own label set, any number
-of classes), the classifier - the model's last `nn.Linear` - is replaced by a
-fresh one sized for them; with the same classes every weight carries over.
+of classes), the classifier (the model API's `get_classifier`, models/api.py) is
+replaced by a fresh one sized for them; with the same classes every weight carries over.
 
 `train.finetune` says what trains:
 
 * `all`  - everything the architecture trains (the default; also for runs without init);
 * `head` - only the classifier: the base is a fixed feature extractor (fast);
-* `N`    - the classifier and the last N stages, a stage being the layers between
-  two pooling layers (one conv block of `vgg` or `seed_cnn`).
+* `N`    - the classifier and the last N stages (the model API's `stages`: one conv
+  block of `vgg` or `seed_cnn`, one stage of a transfer base).
 
 Frozen BatchNorm layers also keep their running statistics (`freeze_batchnorm_stats`).
 
-Depends on: checkpoint (its error type), config; torch.
+Depends on: core (config), inference (checkpoint's error type), models (the model API); torch.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from torch import nn
 
 from ..core.config import Config, ConfigError, ModelConfig, replace_model
 from ..inference.checkpoint import CheckpointError
-
-POOLING = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+from ..models import implements_api
 
 
 def adopt_init_model(cfg: Config, ckpt: dict[str, Any]) -> Config:
@@ -45,11 +44,11 @@ def adopt_init_model(cfg: Config, ckpt: dict[str, Any]) -> Config:
 
 
 def classifier_head(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The model's last nn.Linear (its classifier) and that module's name."""
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise CheckpointError(f"{type(model).__name__} has no nn.Linear classifier to replace")
-    return linears[-1]
+    """The model's classifier and its name (the model API's `get_classifier`)."""
+    if not implements_api(model):
+        raise CheckpointError(f"{type(model).__name__} cannot be fine-tuned: it has no single "
+                              "classifier (fine-tune an ensemble's members one by one)")
+    return model.get_classifier()
 
 
 def load_init_weights(model: nn.Module, ckpt: dict[str, Any], class_names: tuple[str, ...]) -> str:
@@ -78,19 +77,10 @@ def load_init_weights(model: nn.Module, ckpt: dict[str, Any], class_names: tuple
             f"({', '.join(class_names)}) replaces the one for {', '.join(ckpt['class_names'])}")
 
 
-def model_stages(model: nn.Module) -> list[list[nn.Module]]:
-    """Groups of parameterised leaf modules between pooling layers, in order; head excluded."""
-    _, head = classifier_head(model)
-    stages: list[list[nn.Module]] = [[]]
-    for m in model.modules():
-        if next(m.children(), None) is not None or m is head:
-            continue
-        if isinstance(m, POOLING):
-            if stages[-1]:
-                stages.append([])
-        elif any(True for _ in m.parameters(recurse=False)):
-            stages[-1].append(m)
-    return [s for s in stages if s]
+def model_stages(model: nn.Module) -> list[nn.Module]:
+    """The feature extractor's stages, input to output (the model API's `stages`)."""
+    classifier_head(model)  # the same check: a model without the API has no stages either
+    return model.stages()
 
 
 def check_finetune(mode: str) -> None:
@@ -109,8 +99,7 @@ def apply_finetune(model: nn.Module, mode: str) -> str:
     stages = model_stages(model)
     n = 0 if mode == "head" else min(int(mode), len(stages))
     for stage in stages[len(stages) - n:]:
-        for m in stage:
-            m.requires_grad_(True)
+        stage.requires_grad_(True)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return (f"training the classifier (layer {head_name})" + (f" and the last {n} of {len(stages)} stages"
