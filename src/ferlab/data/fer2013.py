@@ -252,7 +252,7 @@ def read_image_folder(
                 split = (_split_of_folder(p[-3]) or p[-3]) if len(p) >= 3 else split_name
             try:
                 im = load_image(opener(name))
-            except ImageError as e:
+            except (ImageError, DataError) as e:  # undecodable, or a member over the size limit
                 report.bad(f"{where}: {e}", skip_bad)
                 continue
             if im.mode != "L" or im.size != (IMAGE_SIZE, IMAGE_SIZE):
