@@ -95,8 +95,10 @@ class FerData:
 
 
 @dataclass
-class LoadReport:
-    """What ingest did besides reading: skipped bad items and converted images."""
+class LoadSummary:
+    """What ingest did besides reading (skipped bad items, converted images): the lines
+    `ferlab prepare` prints. Not a "report": in ferlab that word is a page to open
+    (evaluation/report.py, study/report.py) or the seed's classification-report table."""
 
     source: str
     skipped: int = 0

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.labels import EMOTIONS, NUM_CLASSES, emotion_id, known_folder_names
-from .core import SPLIT_ORDER, TRAIN_SPLIT, DataError, FerData, LoadReport, assemble
+from .core import SPLIT_ORDER, TRAIN_SPLIT, DataError, FerData, LoadSummary, assemble
 from .preprocess import IMAGE_SIZE, ImageError, load_image, to_gray48
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm"}
@@ -36,7 +36,7 @@ MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one image inside a zip, uncompressed
 # --------------------------------------------------------------------------- CSV
 
 
-def read_csv(path: Path, report: LoadReport, skip_bad: bool, split_name: str) -> FerData:
+def read_csv(path: Path, report: LoadSummary, skip_bad: bool, split_name: str) -> FerData:
     images, labels, splits, ids = [], [], [], []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -89,7 +89,7 @@ def read_csv(path: Path, report: LoadReport, skip_bad: bool, split_name: str) ->
 # --------------------------------------------------------------------------- arrays
 
 
-def read_arrays(folder: Path, report: LoadReport, skip_bad: bool) -> FerData:
+def read_arrays(folder: Path, report: LoadSummary, skip_bad: bool) -> FerData:
     parts = []
     for stem, split in ARRAY_SPLITS.items():
         x_path, y_path = folder / f"x_{stem}.npy", folder / f"y_{stem}.npy"
@@ -222,7 +222,7 @@ def _class_lookup(
 
 
 def read_image_folder(
-    path: Path, report: LoadReport, skip_bad: bool, split_name: str, progress: bool,
+    path: Path, report: LoadSummary, skip_bad: bool, split_name: str, progress: bool,
     classes: str | tuple[str, ...] = "fer2013",
 ) -> FerData:
     names, opener, close = archive_members(path)

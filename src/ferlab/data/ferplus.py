@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.labels import FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS
-from .core import FERPLUS_SPLITS, DataError, FerData, LoadReport, assemble
+from .core import FERPLUS_SPLITS, DataError, FerData, LoadSummary, assemble
 from .fer2013 import IMAGE_EXTENSIONS, archive_members, iter_progress, read_csv
 from .preprocess import ImageError, load_image, to_gray48
 from .votes import majority_labels
@@ -82,7 +82,7 @@ def _face(image_file, box: tuple[int, int, int, int], where: str) -> np.ndarray:
     return to_gray48(im)
 
 
-def read_ferplus_layout(path: Path, report: LoadReport, skip_bad: bool, progress: bool) -> FerData:
+def read_ferplus_layout(path: Path, report: LoadSummary, skip_bad: bool, progress: bool) -> FerData:
     names, opener, close = archive_members(path)
     try:
         folders = ferplus_folders(names)
@@ -142,7 +142,7 @@ def _vote_header(header: list[str], path: Path) -> tuple[int, int, list[int]]:
             [columns.index(v.lower()) for v in FERPLUS_VOTE_COLUMNS])
 
 
-def read_ferplus_csv(pixels_csv: Path, votes_csv: Path, report: LoadReport, skip_bad: bool) -> FerData:
+def read_ferplus_csv(pixels_csv: Path, votes_csv: Path, report: LoadSummary, skip_bad: bool) -> FerData:
     """fer2013.csv's pixels and Usage joined row by row with fer2013new.csv's votes."""
     faces = read_csv(pixels_csv, report, skip_bad, "Training")
     by_line = {str(i): k for k, i in enumerate(faces.ids)}  # "line<N>" of fer2013.csv -> index

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..core.labels import EMOTIONS, LABEL_SETS
 from .cache import load_cache
-from .core import TRAIN_SPLIT, DataError, FerData, LoadReport
+from .core import TRAIN_SPLIT, DataError, FerData, LoadSummary
 from .fer2013 import ARRAY_SPLITS, archive_members, read_arrays, read_csv, read_image_folder
 from .ferplus import ferplus_folders, find_votes_file, read_ferplus_csv, read_ferplus_layout
 
@@ -74,7 +74,7 @@ def load_dataset(
     classes: str | Sequence[str] = "fer2013",
     votes: str | Path | None = None,
     unlabeled: bool = False,
-) -> tuple[FerData, LoadReport]:
+) -> tuple[FerData, LoadSummary]:
     """Read any supported source. `split_name` names the split of sources without one
     (a CSV with no Usage column, an image folder of bare emotion folders).
 
@@ -87,7 +87,7 @@ def load_dataset(
     majority emotion are left out unless `unlabeled` (the soft-label training modes).
     """
     path = Path(source)
-    report = LoadReport(str(path))
+    report = LoadSummary(str(path))
     classes = parse_classes(classes)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
