@@ -86,7 +86,7 @@ def make_photos(folder: Path) -> list[Path]:
     return paths
 
 
-def photos_table(paths: list[Path], fer: Fer, seconds: float) -> None:
+def photos_table(paths: list[Path], fer: Fer, seconds: float, extra: list[str] = ()) -> None:
     images = [as_rgb_array(p) for p in paths]
     default = EmotionRecognizer()
     rows = [(f"ferlab default ({default.detector_name}, ensemble-int8)", default),
@@ -94,7 +94,8 @@ def photos_table(paths: list[Path], fer: Fer, seconds: float) -> None:
             ("ferlab bundled-int8 (one net, ten-crop)", EmotionRecognizer("bundled-int8")),
             ("ferlab fast-int8", EmotionRecognizer("fast-int8")),
             ("ferlab --min-face 0.05", EmotionRecognizer(min_face=0.05)),
-            ("ferlab bundled (PyTorch, ten-crop)", EmotionRecognizer("bundled"))]
+            ("ferlab bundled (PyTorch, ten-crop)", EmotionRecognizer("bundled")),
+            *((f"ferlab {Path(m).name[-35:]}", EmotionRecognizer(m)) for m in extra)]
     theirs = fer("photos", photos=[str(p) for p in paths], seconds=seconds)
     heads = "".join(f"{f'{w}x{h}':>10}" for w, h in SIZES)
     print(f"\nphotos/s, one face per photo (faces found per size in brackets)\n"
@@ -301,7 +302,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="length of one timed round")
     ap.add_argument("--serve-seconds", type=float, default=10.0)
     ap.add_argument("--extra-model", action="append", default=[],
-                    help="another model for the crops table (an ensemble, ...); repeatable")
+                    help="another model for the photos and crops tables (a candidate default); repeatable")
     ap.add_argument("--data", help="a FER2013 cache or source: adds the accuracy and detector tables")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -312,7 +313,7 @@ def main() -> None:
         folder = Path(tmp)
         paths = make_photos(folder)
         if "photos" in only:
-            photos_table(paths, fer, args.seconds)
+            photos_table(paths, fer, args.seconds, args.extra_model)
         if "crops" in only:
             crops_table(fer, args.seconds, args.extra_model)
         if "video" in only:

@@ -443,7 +443,7 @@ def export(
 def ensemble(
     models: Annotated[list[str], typer.Argument(help="two or more models (an ensemble's members are taken over): " + model_help("checkpoints, run folders"))],
     out: Annotated[Path, typer.Option("-o", "--out", help="the ensemble checkpoint to write (.pt)")] = Path("ensemble.pt"),
-    tta: Annotated[Optional[str], typer.Option(help="every member's TTA: none | flip | tencrop (default: each member's own)")] = None,
+    tta: Annotated[Optional[str], typer.Option(help="every member's TTA: none | flip | tencrop, or one per member (flip,flip,tencrop); default: each member's own")] = None,
     fp32: Annotated[bool, typer.Option("--fp32", help="store float32 weights (default float16: half the file)")] = False,
 ) -> None:
     """Average several trained models' calibrated probabilities in one model file that works

@@ -92,10 +92,14 @@ def build_ensemble(
     half: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Write one ensemble checkpoint from `refs`; `tta` overrides every member's own."""
+    """Write one ensemble checkpoint from `refs`; `tta` overrides every member's own: one
+    mode for all, or a comma-separated list with one mode per member (an ensemble given as
+    a model counts as its members): `flip,flip,tencrop` spends the views where they pay."""
     if len(refs) < 2:
         raise InputError(f"an ensemble needs at least two models, got {len(refs)}")
-    check_tta(tta, "--tta")
+    per_member = [check_tta(t.strip(), "--tta") for t in tta.split(",")] if tta and "," in tta else None
+    if per_member is None:
+        check_tta(tta, "--tta")
     out = Path(out)
     if out.suffix not in (".pt", ".pth"):
         raise InputError(f"{out}: an ensemble is a PyTorch checkpoint; choose a .pt output")
@@ -105,7 +109,12 @@ def build_ensemble(
     refuse_overwriting_inputs(out, [c.path for c in classifiers], "ensemble")
     for other in classifiers[1:]:
         _check_compatible(classifiers[0], other)
-    parts = [p for c in classifiers for p in _parts(c.loaded, tta, c.temperature)]
+    parts = [p for c in classifiers for p in _parts(c.loaded, None if per_member else tta, c.temperature)]
+    if per_member:
+        if len(per_member) != len(parts):
+            raise InputError(f"--tta lists {len(per_member)} modes for {len(parts)} members "
+                             "(an ensemble given as a model counts as its members)")
+        parts = [_Part({**p.spec, "tta": t}, p.state, p.record) for p, t in zip(parts, per_member)]
     for c in classifiers:
         if isinstance(c.model, Ensemble) and c.temperature != 1.0:
             log(f"{c.path}: its own temperature {c.temperature:.3f} is not carried over; "

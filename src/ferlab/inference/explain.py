@@ -14,7 +14,7 @@ The map explains the plain forward pass of the network, without TTA: the class
 explained is the one the classifier predicts with its own TTA unless named.
 ONNX exports carry no gradients: saliency needs the PyTorch checkpoint.
 
-Depends on: errors, classifier (require_torch), models (ensemble members), preprocess; captum,
+Depends on: errors, classifier (require_torch), models (the model API, ensemble members), preprocess; captum,
 matplotlib (colour maps), torch.
 """
 
@@ -31,6 +31,7 @@ from torch import nn
 
 from ..core.errors import InputError
 from ..data.preprocess import preprocess
+from ..models import implements_api
 from ..models.ensemble import without_member_tta
 
 METHODS = ("gradcam", "integrated_gradients")
@@ -72,7 +73,11 @@ def last_convolutions(model: nn.Module, input_size: int = 48) -> list[nn.Module]
             h.remove()
     layers = []
     for group in groups:
-        inside = {id(m) for m in group.modules()}
+        # The feature extractor's stages (the model API, models/api.py) hold the candidates;
+        # the probe above gives their order of execution and output sizes.
+        net = getattr(group, "net", group)
+        inside = {id(m) for stage in net.stages() for m in stage.modules()} if implements_api(net) \
+            else {id(m) for m in group.modules()}
         mine = [(m, side) for m, side in order if id(m) in inside]
         if mine:
             fine = [m for m, side in mine if side >= MIN_CAM_SIDE]

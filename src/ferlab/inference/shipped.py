@@ -26,9 +26,10 @@ BUNDLED_FERPLUS = WEIGHTS / "ferlab-ferplus.pt"
 # the default on a CPU before the ensemble below (as accurate on validation, several times
 # faster for one face, and no PyTorch import). Saliency maps come from its PyTorch twin.
 BUNDLED_INT8 = WEIGHTS / "ferlab-fer2013-int8.onnx"
-# The bundled model averaged with its robust twin (same net trained on blurred, compressed,
-# noisy, dim, low-resolution faces): as accurate on FER2013, far steadier on worse photos.
-# Its int8 export is what prediction runs by default on a CPU (no PyTorch import).
+# Three members averaged: the bundled model, its robust twin (same net trained on blurred,
+# compressed, noisy, dim, low-resolution faces) and EfficientNet-Lite0 fine-tuned from
+# ImageNet (MODEL_CARD.md). Its int8 export is what prediction runs by default on a CPU
+# (no PyTorch import).
 BUNDLED_ENSEMBLE = WEIGHTS / "ferlab-fer2013-ensemble.pt"
 BUNDLED_ENSEMBLE_INT8 = WEIGHTS / "ferlab-fer2013-ensemble-int8.onnx"
 BUNDLED_NAMES = {"bundled": BUNDLED_MODEL, "bundled-int8": BUNDLED_INT8, "fast": BUNDLED_FAST,
