@@ -112,6 +112,25 @@ def test_mismatched_members_are_refused_by_name_and_nothing_is_written(members, 
     assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
 
 
+def test_tta_one_mode_per_member_where_the_views_pay(members, tmp_path):
+    """`--tta flip,none,tencrop` sets each member's views; an ensemble given as a model
+    counts as its members; a list of the wrong length is refused and nothing is written."""
+    from ferlab.inference.checkpoint import load_checkpoint
+
+    pair, out = tmp_path / "pair.pt", tmp_path / "three.pt"
+    r = runner.invoke(app, ["ensemble", *map(str, members[:2]), "--tta", "tencrop", "-o", str(pair)])
+    assert r.exit_code == 0, r.output
+    three = [str(pair), str(members[2])]
+    r = runner.invoke(app, ["ensemble", *three, "--tta", "flip,none,tencrop", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert [m.tta for m in load_checkpoint(out).model.members] == ["flip", "none", "tencrop"]
+    bad = tmp_path / "bad.pt"
+    r = runner.invoke(app, ["ensemble", str(pair), str(members[2]), "--tta", "flip,tencrop", "-o", str(bad)])
+    assert r.exit_code == 2 and "2 modes for 3 members" in r.output and not bad.exists()
+    r = runner.invoke(app, ["ensemble", str(pair), str(members[2]), "--tta", "flip,x,none", "-o", str(bad)])
+    assert r.exit_code == 2 and "--tta must be one of" in r.output and not bad.exists()
+
+
 def test_onnx_export_holds_every_member_and_matches_pytorch(ens, tmp_path):
     loaded = load_checkpoint(ens)
     path = export_onnx(loaded, tmp_path / "ens.onnx")
