@@ -41,6 +41,8 @@ def main() -> None:
     part = data.split(args.split).labeled()
     ens = load_classifier(args.model, device="cpu")
     members = ensemble_members(ens)
+    if not members:
+        sys.exit(f"error: {args.model}: not an ensemble checkpoint (build one with `ferlab ensemble`)")
     print(f"CPU: {cpu_name()}; {args.split}, {len(part.labels)} faces; {len(members)} members")
     probs = {}
     print("\n| member | " + " | ".join(modes) + " |\n|---|" + "---|" * len(modes))
