@@ -178,6 +178,34 @@ def test_killed_study_resumes(cache, tmp_path):
     assert sorted(labels) == ["kernel_size=2", "kernel_size=3", "kernel_size=4"]
 
 
+def test_a_killed_trial_resumes_from_its_checkpoint(cache, tmp_path):
+    """The same command after a kill goes on from the interrupted run's last epoch (a study
+    spans sessions); the epochs done before the kill are kept, not trained again."""
+    study = tmp_path / "s"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = sweep_cmd(cache, study, None, "train.epochs=30")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list((study / "trials").glob("*/*/history.csv")):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    (run,) = [p.parent for p in (study / "trials").glob("*/*/history.csv")]
+    before = (run / "history.csv").read_text().splitlines()
+    assert 1 < len(before) < 31, "killed before its first epoch or after its last"
+    finish = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert "resuming the interrupted run" in finish.stdout
+    after = (run / "history.csv").read_text().splitlines()
+    assert len(after) == 31 and after[:len(before)] == before  # same timings: not retrained
+    (labels,) = completed(f"sqlite:///{study / 'study.db'}").values()
+    assert sorted(labels) == ["kernel_size=2", "kernel_size=3", "kernel_size=4"]
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

@@ -36,13 +36,14 @@ import yaml
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from ..core.config import Config, ConfigError, apply_overrides
+from ..core.config import Config, ConfigError, apply_overrides, load_config, to_dict
 from ..core.files import atomic_write_text, check_writable
 from ..core.processes import die_with_parent
 from ..core.threads import set_process_threads
 from ..data import load_dataset
 from ..models.registry import ModelConfigError, check_model_args
 from ..training import train
+from ..training.run_folder import config_differences
 from .spec import Stage, SweepError, SweepSpec, describe, fit_filters, overrides, point_label
 
 HEARTBEAT_S = 5
@@ -163,6 +164,20 @@ def _suggest(trial, stage: Stage) -> dict[str, Any]:
     return point
 
 
+def _resumable(run_dir: Path, cfg: Config) -> bool:
+    """Whether an interrupted attempt at this run can go on from its last checkpoint. A
+    study spans sessions and machines get stopped: a point killed in its tenth epoch resumes
+    there (training's resume repeats exactly what an uninterrupted run does) instead of
+    starting over. Only a run made with exactly this config is resumed."""
+    if not (run_dir / "last.pt").exists():
+        return False
+    try:
+        saved = load_config(run_dir / "config.yaml")
+    except (OSError, ConfigError):
+        return False
+    return not config_differences(to_dict(cfg), to_dict(saved), {"data.source"})
+
+
 def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any], stage_dir: Path,
               log: Callable[[str], None]) -> TrialResult:
     label = trial.user_attrs.get("label") or f"trial{trial.number:04d}"
@@ -171,7 +186,10 @@ def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any],
     for seed in range(spec.seeds):
         seed_cfg = apply_overrides(cfg, [f"train.seed={base.train.seed + seed}"])
         run_dir = stage_dir / f"{label.replace('/', '_')}-seed{seed}"
-        if run_dir.exists():  # left by an interrupted attempt: that trial starts over
+        resume = _resumable(run_dir, seed_cfg)
+        if resume:
+            log(f"  {label} seed {seed_cfg.train.seed}: resuming the interrupted run from its last checkpoint")
+        elif run_dir.exists():  # left by an interrupted attempt with other settings: starts over
             shutil.rmtree(run_dir)
 
         def report(row, _model, seed=seed):
@@ -181,10 +199,13 @@ def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any],
                     raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
         start = time.time()
-        history = train(seed_cfg, run_dir, data=data, log=lambda _: None, on_epoch_end=report)
+        history = train(seed_cfg, run_dir, resume=resume, data=data, log=lambda _: None,
+                        on_epoch_end=report)
         best = max(history, key=lambda h: h["val_accuracy"])
         per_seed.append({"seed": seed_cfg.train.seed, "best_val_accuracy": best["val_accuracy"],
-                         "best_epoch": best["epoch"], "seconds": time.time() - start,
+                         "best_epoch": best["epoch"],
+                         # a resumed run: its epochs' time, the attempts before this one included
+                         "seconds": history[-1]["elapsed_seconds"] if resume else time.time() - start,
                          "run": str(run_dir)})
         log(f"  {label} seed {seed_cfg.train.seed}: best val_accuracy {best['val_accuracy']:.4f} "
             f"(epoch {best['epoch']})")
