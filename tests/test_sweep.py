@@ -62,16 +62,22 @@ def test_one_at_a_time_with_seeds_writes_every_result(cache, tmp_path):
     assert sorted(r["point"] for r in rows) == ["dropout_rate=0.0", "dropout_rate=0.3",
                                                  "kernel_size=2", "kernel_size=3"]
     assert all(r["state"] == "complete" and r["seeds"] == "2" for r in rows)
-    accs = [float(r["mean_val_accuracy"]) for r in rows]
-    assert accs == sorted(accs, reverse=True)
+    # stage by stage in the study's order, best first within each
+    assert [r["stage"] for r in rows] == ["kernel_size"] * 2 + ["dropout_rate"] * 2
+    for stage in ("kernel_size", "dropout_rate"):
+        accs = [float(r["mean_val_accuracy"]) for r in rows if r["stage"] == stage]
+        assert accs == sorted(accs, reverse=True)
     assert float(rows[0]["std_val_accuracy"]) >= 0
     assert len(list((study / "trials").glob("*/*-seed*"))) == 8  # a run folder per point and seed
     for stage in ("kernel_size", "dropout_rate"):
         assert (study / f"curves_{stage}.png").stat().st_size > 20_000
     report = (study / "report.html").read_text()
     assert "kernel_size=3" in report and report.count("data:image/png;base64") == 2
-    chosen = json.loads((study / "results.json").read_text())["chosen"]
-    assert chosen.keys() == {"kernel_size", "dropout_rate"}
+    summary = json.loads((study / "results.json").read_text())
+    assert summary["chosen"].keys() == {"kernel_size", "dropout_rate"}
+    assert f"*{summary['chosen']['kernel_size']}" in result.output  # the choice is marked
+    assert summary["progress"]["points_done"] == summary["progress"]["points_total"] == 4
+    assert "4 of 4 points done, 2 of 2 stages (finished)" in report
 
 
 def test_rerun_skips_completed_trials(cache, tmp_path):
@@ -101,7 +107,9 @@ def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
     states = sorted((t["stage"], t["state"]) for t in summary["trials"])
     assert states == [("kernel_size", "complete")] * 2 + [("layer_num", "waiting")] * 2
     assert list(summary["chosen"]) == ["kernel_size"]
-    assert (tmp_path / "s" / "report.html").exists()
+    progress = summary["progress"]
+    assert (progress["points_done"], progress["points_total"], progress["stages_done"]) == (2, 4, 1)
+    assert "2 of 4 points done, 1 of 2 stages (under way)" in (tmp_path / "s" / "report.html").read_text()
 
 
 def test_invalid_points_fail_clearly_and_the_study_goes_on(cache, tmp_path):

@@ -208,7 +208,7 @@ def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any],
                          "seconds": history[-1]["elapsed_seconds"] if resume else time.time() - start,
                          "run": str(run_dir)})
         log(f"  {label} seed {seed_cfg.train.seed}: best val_accuracy {best['val_accuracy']:.4f} "
-            f"(epoch {best['epoch']})")
+            f"(epoch {best['epoch']} of {len(history)}), {per_seed[-1]['seconds'] / 60:.1f} min")
     return TrialResult(sum(s["best_val_accuracy"] for s in per_seed) / len(per_seed), per_seed)
 
 

@@ -66,18 +66,47 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
         complete = [r for r in rows if r["stage"] == stage.name and r["state"] == "complete"]
         if complete:
             chosen[stage.name] = max(complete, key=lambda r: r["mean_val_accuracy"])["point"]
-    rows.sort(key=lambda r: (r["mean_val_accuracy"] is None, -(r["mean_val_accuracy"] or 0)))
+    # Stage by stage in the study's order, best first within each: the order a reader follows
+    # the one-at-a-time choices in (a table sorted across stages mixes unrelated baselines).
+    order = {stage.name: i for i, stage in enumerate(spec.stages)}
+    rows.sort(key=lambda r: (order[r["stage"]], r["mean_val_accuracy"] is None, -(r["mean_val_accuracy"] or 0)))
     return rows, curves, chosen
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def progress(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far the study is: points finished of all it will run, and the training time so far."""
+    total = sum(stage.n_trials if stage.kind == "tpe" else len(stage.points) for stage in spec.stages)
+    # a point that failed for a reason (an invalid configuration) is done too; an interrupted
+    # trial is not: its point runs again as a later trial
+    done = [r for r in rows if r["state"] in ("complete", "pruned")
+            or (r["state"] == "fail" and not r["error"].startswith("interrupted"))]
+    seconds = sum((r["seconds_per_run"] or 0) * r["seeds"] for r in done)
+    finished = sum(1 for stage in spec.stages
+                   if sum(r["stage"] == stage.name for r in done) >= (
+                       stage.n_trials if stage.kind == "tpe" else len(stage.points)))
+    return {"points_done": len(done), "points_total": total, "stages_done": finished,
+            "stages_total": len(spec.stages), "training_hours": seconds / 3600}
+
+
+def format_progress(p: dict[str, Any]) -> str:
+    state = "finished" if p["points_done"] >= p["points_total"] else "under way"
+    return (f"{p['points_done']} of {p['points_total']} points done, {p['stages_done']} of "
+            f"{p['stages_total']} stages ({state}); {p['training_hours']:.1f} h of training so far")
+
+
+def format_table(rows: list[dict[str, Any]], chosen: dict[str, str] | None = None) -> str:
+    """One line a trial, stage by stage; `*` marks each stage's chosen point."""
+    chosen = chosen or {}
     lines = [f"{'stage':<22}{'point':<34}{'val acc (mean ± std)':>22}{'seeds':>6}{'best ep':>8}"
              f"{'s/run':>8}  state"]
-    for r in rows:
+    for i, r in enumerate(rows):
+        if i and r["stage"] != rows[i - 1]["stage"]:
+            lines.append("")
+        mark = "*" if chosen.get(r["stage"]) == r["point"] else " "
         acc = (f"{r['mean_val_accuracy']:.4f} ± {r['std_val_accuracy']:.4f}"
                if r["mean_val_accuracy"] is not None else "-")
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "-"
-        lines.append(f"{r['stage']:<22}{str(r['point'])[:33]:<34}{acc:>22}{r['seeds']:>6}"
+        lines.append(f"{r['stage']:<22}{mark}{str(r['point'])[:32]:<33}{acc:>22}{r['seeds']:>6}"
                      f"{str(r['best_epoch'] or '-'):>8}{secs:>8}  {r['state']}"
                      + (f" ({r['error'][:60]})" if r["error"] else ""))
     return "\n".join(lines)
@@ -115,11 +144,12 @@ def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[st
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "results.csv", buf.getvalue())
-    summary = {"name": spec.name, "trials": rows, "chosen": chosen}
+    state = progress(spec, rows)
+    summary = {"name": spec.name, "progress": state, "trials": rows, "chosen": chosen}
     if spec.carry_forward:
         summary["seed_report_choices"] = {k: v for k, v in SEED_CHOICES.items() if k in chosen}
     atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
-    table = format_table(rows)
+    table = format_table(rows, chosen)
     comparison = ""
     if spec.carry_forward and chosen:
         comparison = "\n".join(
@@ -134,9 +164,9 @@ def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[st
         "pre{background:#f6f6f6;padding:1em;overflow-x:auto}img{max-width:100%}</style></head><body>",
         f"<h1>Study {html.escape(spec.name)}</h1>",
         f"<p>{html.escape(how_to_read(spec))}</p>",
-        f"<p>{len(rows)} trials, {spec.seeds} seed(s) per point, storage "
+        f"<p><b>{html.escape(format_progress(state))}</b>. {spec.seeds} seed(s) per point, storage "
         f"<code>{html.escape(spec.storage_url)}</code>.</p>",
-        "<h2>Trials, best first</h2>", f"<pre>{html.escape(table)}</pre>",
+        "<h2>Trials, stage by stage, best first (* the stage's choice)</h2>", f"<pre>{html.escape(table)}</pre>",
     ]
     if comparison:
         parts += ["<h2>Chosen values beside the seed report's</h2>", f"<pre>{html.escape(comparison)}</pre>"]
@@ -147,6 +177,7 @@ def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[st
     log(table)
     if comparison:
         log(comparison)
+    log(format_progress(state))
     log(f"report: {out / 'report.html'}")
     return summary
 
