@@ -159,20 +159,27 @@ def sweep_cmd(cache: Path, study: Path, storage: str | None = None, *extra: str)
     return cmd + (["--storage", storage] if storage else [])
 
 
-def kill_mid_trial_then_finish(cache: Path, study: Path, storage: str | None) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = sweep_cmd(cache, study, storage, "train.epochs=40")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+ENV_1_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def kill_once_written(cmd: list[str], study: Path, written: str) -> None:
+    """Start a study and SIGKILL it as soon as a trial has written `written`."""
+    proc = subprocess.Popen(cmd, env=ENV_1_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         deadline = time.time() + 120
-        while not list((study / "trials").glob("*/*/last.pt")):
+        while not list((study / "trials").glob(f"*/*/{written}")):
             assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-            time.sleep(0.1)
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
         proc.kill()
-    finish = subprocess.run(sweep_cmd(cache, study, storage, "train.epochs=2"), env=env,
+
+
+def kill_mid_trial_then_finish(cache: Path, study: Path, storage: str | None) -> str:
+    kill_once_written(sweep_cmd(cache, study, storage, "train.epochs=40"), study, "last.pt")
+    finish = subprocess.run(sweep_cmd(cache, study, storage, "train.epochs=2"), env=ENV_1_THREAD,
                             capture_output=True, text=True, timeout=600)
     return finish.stdout + finish.stderr, finish.returncode
 
@@ -190,22 +197,12 @@ def test_a_killed_trial_resumes_from_its_checkpoint(cache, tmp_path):
     """The same command after a kill goes on from the interrupted run's last epoch (a study
     spans sessions); the epochs done before the kill are kept, not trained again."""
     study = tmp_path / "s"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = sweep_cmd(cache, study, None, "train.epochs=30")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 120
-        while not list((study / "trials").glob("*/*/history.csv")):
-            assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
+    kill_once_written(cmd, study, "history.csv")
     (run,) = [p.parent for p in (study / "trials").glob("*/*/history.csv")]
     before = (run / "history.csv").read_text().splitlines()
     assert 1 < len(before) < 31, "killed before its first epoch or after its last"
-    finish = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    finish = subprocess.run(cmd, env=ENV_1_THREAD, capture_output=True, text=True, timeout=600)
     assert finish.returncode == 0, finish.stdout + finish.stderr
     assert "resuming the interrupted run" in finish.stdout
     after = (run / "history.csv").read_text().splitlines()
@@ -256,9 +253,8 @@ def postgres():
 
 
 def test_two_workers_share_a_postgres_study(cache, tmp_path, postgres):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = sweep_cmd(cache, tmp_path / "s", postgres, "train.epochs=2", "--param", "model.layer_num=1,2")
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen(cmd, env=ENV_1_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]  # two independent workers, as if on two machines
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs

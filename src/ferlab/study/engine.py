@@ -188,7 +188,8 @@ def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any],
         run_dir = stage_dir / f"{label.replace('/', '_')}-seed{seed}"
         resume = _resumable(run_dir, seed_cfg)
         if resume:
-            log(f"  {label} seed {seed_cfg.train.seed}: resuming the interrupted run from its last checkpoint")
+            log(f"  {label} seed {seed_cfg.train.seed}: resuming the interrupted run from its last "
+                "checkpoint")
         elif run_dir.exists():  # left by an interrupted attempt with other settings: starts over
             shutil.rmtree(run_dir)
 

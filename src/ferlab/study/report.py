@@ -69,7 +69,8 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
     # Stage by stage in the study's order, best first within each: the order a reader follows
     # the one-at-a-time choices in (a table sorted across stages mixes unrelated baselines).
     order = {stage.name: i for i, stage in enumerate(spec.stages)}
-    rows.sort(key=lambda r: (order[r["stage"]], r["mean_val_accuracy"] is None, -(r["mean_val_accuracy"] or 0)))
+    rows.sort(key=lambda r: (order[r["stage"]], r["mean_val_accuracy"] is None,
+                             -(r["mean_val_accuracy"] or 0)))
     return rows, curves, chosen
 
 
@@ -166,7 +167,8 @@ def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[st
         f"<p>{html.escape(how_to_read(spec))}</p>",
         f"<p><b>{html.escape(format_progress(state))}</b>. {spec.seeds} seed(s) per point, storage "
         f"<code>{html.escape(spec.storage_url)}</code>.</p>",
-        "<h2>Trials, stage by stage, best first (* the stage's choice)</h2>", f"<pre>{html.escape(table)}</pre>",
+        "<h2>Trials, stage by stage, best first (* the stage's choice)</h2>",
+        f"<pre>{html.escape(table)}</pre>",
     ]
     if comparison:
         parts += ["<h2>Chosen values beside the seed report's</h2>", f"<pre>{html.escape(comparison)}</pre>"]
