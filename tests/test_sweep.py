@@ -254,8 +254,8 @@ def postgres():
 
 def test_two_workers_share_a_postgres_study(cache, tmp_path, postgres):
     cmd = sweep_cmd(cache, tmp_path / "s", postgres, "train.epochs=2", "--param", "model.layer_num=1,2")
-    procs = [subprocess.Popen(cmd, env=ENV_1_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]  # two independent workers, as if on two machines
+    procs = [subprocess.Popen(cmd, env=ENV_1_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]  # two independent workers, as if on two machines
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     (labels,) = completed(postgres).values()
