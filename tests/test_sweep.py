@@ -91,6 +91,21 @@ def test_rerun_skips_completed_trials(cache, tmp_path):
     assert not [line for line in logs if line.startswith("[grid] trial")]  # nothing ran again
 
 
+def test_report_only_reads_the_storage_without_training(cache, tmp_path):
+    study = tmp_path / "s"
+    args = ["sweep", "--data", str(cache), "--study", str(study), "--param", "model.kernel_size=2,3", *QUICK]
+    missing = runner.invoke(app, [*args, "--report-only"])
+    assert missing.exit_code != 0 and "no study in" in missing.output and not study.exists()
+    assert runner.invoke(app, args).exit_code == 0
+    (study / "report.html").unlink()
+    runs = {p: p.stat().st_mtime_ns for p in (study / "trials").glob("*/*/history.csv")}
+    result = runner.invoke(app, [*args, "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 points done" in (study / "report.html").read_text()
+    assert {p: p.stat().st_mtime_ns for p in (study / "trials").glob("*/*/history.csv")} == runs
+    assert len(runs) == 2  # and nothing trained again
+
+
 def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
     """A seed-study-like study stopped after its first stage: the report covers the stages
     begun (it used to raise 'no trial completed' for the next one)."""

@@ -210,6 +210,7 @@ def sweep(
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
     storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL shared by workers on many machines (e.g. postgresql://...)")] = None,
     prune: Annotated[bool, typer.Option("--prune", help="stop hopeless trials early (median pruner)")] = False,
+    report_only: Annotated[bool, typer.Option("--report-only", help="write the table, curves and report page from the study's storage without training (a study under way or done)")] = False,
 ) -> None:
     """Tuning study: the seed's one-at-a-time sweeps, grids or Optuna TPE; resumable and parallel."""
     from .core.config import load_config
@@ -230,6 +231,11 @@ def sweep(
     name = name or preset or "study"
     spec = SweepSpec(base, stages, study or Path("studies") / name, seeds=seeds, storage=storage,
                      name=name, prune=prune, carry_forward=bool(preset))
+    if report_only:
+        if storage is None and not (spec.study_dir / "study.db").exists():
+            _fail(f"--report-only: no study in {spec.study_dir} (no study.db); give its --study or --storage")
+        _run(write_report, spec, typer.echo)
+        return
     _on_interrupt(lambda: f"the finished trials are kept in {spec.study_dir}; run the same command "
                           "to continue the study where it stopped")
     _run(run_sweep, spec, workers)
