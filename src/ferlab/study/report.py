@@ -103,7 +103,8 @@ def format_table(rows: list[dict[str, Any]], chosen: dict[str, str] | None = Non
     for i, r in enumerate(rows):
         if i and r["stage"] != rows[i - 1]["stage"]:
             lines.append("")
-        mark = "*" if chosen.get(r["stage"]) == r["point"] else " "
+        # the completed row only: an interrupted attempt at the same point keeps its own line
+        mark = "*" if chosen.get(r["stage"]) == r["point"] and r["state"] == "complete" else " "
         acc = (f"{r['mean_val_accuracy']:.4f} ± {r['std_val_accuracy']:.4f}"
                if r["mean_val_accuracy"] is not None else "-")
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "-"
