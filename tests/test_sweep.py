@@ -107,21 +107,41 @@ def test_report_only_reads_the_storage_without_training(cache, tmp_path):
 
 
 def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
-    """A seed-study-like study stopped after its first stage: the report covers the stages
-    begun (it used to raise 'no trial completed' for the next one)."""
+    """A seed-study-like study stopped in, then after, its first stage: the report covers the
+    stages begun (it used to raise 'no trial completed' for the next one), gives a stage under
+    way no choice, and never creates a stage itself (it used to enqueue the next stage's points
+    from the running stage's leader: wrong filter sets once the block count changed)."""
     from ferlab.data import load_dataset
-    from ferlab.study.engine import open_storage, run_stage
+    from ferlab.study.engine import open_storage, run_stage, stage_study
 
     base = load_config(None, [f"data.source={cache}", *QUICK])
     stages = build_stages(["model.kernel_size=2,3", "model.layer_num=1,2"], "oat", 0)
     spec = SweepSpec(base, stages, tmp_path / "s", carry_forward=True)
     data, _ = load_dataset(cache)
     spec.study_dir.mkdir()
-    run_stage(spec, 0, open_storage(spec.storage_url), base, data, lambda _: None)
+    storage = open_storage(spec.storage_url)
+
+    # one point of the first stage done, the other still waiting
+    first = stage_study(spec, 0, storage, base)
+    trial = first.ask()
+    run = tmp_path / "run"
+    run.mkdir()
+    trial.set_user_attr("per_seed", [{"best_val_accuracy": 0.5, "best_epoch": 1, "seconds": 3.0,
+                                      "run": str(run)}])
+    first.tell(trial, 0.5)
+    summary = write_report(spec, log=lambda _: None)
+    assert sorted((t["stage"], t["state"]) for t in summary["trials"]) == [
+        ("kernel_size", "complete"), ("kernel_size", "waiting")]
+    assert summary["chosen"] == {}  # its leader so far is not a choice
+    assert [s.study_name for s in optuna.get_all_study_summaries(spec.storage_url)] == [
+        f"{spec.name}/0-kernel_size"]  # the next stage was not made by the report
+
+    run_stage(spec, 0, storage, base, data, lambda _: None)
     summary = write_report(spec, log=lambda _: None)
     states = sorted((t["stage"], t["state"]) for t in summary["trials"])
-    assert states == [("kernel_size", "complete")] * 2 + [("layer_num", "waiting")] * 2
+    assert states == [("kernel_size", "complete")] * 2
     assert list(summary["chosen"]) == ["kernel_size"]
+    assert len(optuna.get_all_study_summaries(spec.storage_url)) == 1
     progress = summary["progress"]
     assert (progress["points_done"], progress["points_total"], progress["stages_done"]) == (2, 4, 1)
     assert "2 of 4 points done, 1 of 2 stages (under way)" in (tmp_path / "s" / "report.html").read_text()

@@ -85,10 +85,33 @@ def open_storage(url: str):
     raise AssertionError("unreachable")
 
 
+def stage_name(spec: SweepSpec, index: int) -> str:
+    return f"{spec.name}/{index}-{spec.stages[index].name}"
+
+
+def existing_stage_study(spec: SweepSpec, index: int, storage):
+    """The stage's study if a run has begun it, else None. Readers (the report) use this:
+    creating a stage enqueues its points from the base it is given, which only a worker
+    that has finished the stages before it knows."""
+    try:
+        return optuna.load_study(study_name=stage_name(spec, index), storage=storage)
+    except KeyError:
+        return None
+
+
+def stage_finished(spec: SweepSpec, index: int, study) -> bool:
+    """No point waits or runs (a dead worker's trial counts as running until it goes stale)."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
+        return False
+    stage = spec.stages[index]
+    return stage.kind != "tpe" or sum(t.state.is_finished() for t in trials) >= stage.n_trials
+
+
 def stage_study(spec: SweepSpec, index: int, storage, base: Config):
     """Load the stage's Optuna study; the worker that creates it enqueues its points."""
     stage = spec.stages[index]
-    name = f"{spec.name}/{index}-{stage.name}"
+    name = stage_name(spec, index)
     sampler = optuna.samplers.TPESampler(seed=0) if stage.kind == "tpe" else None
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
               if spec.prune else optuna.pruners.NopPruner())
@@ -294,9 +317,15 @@ def stage_bases(spec: SweepSpec, storage, data, log, run: bool) -> list[Config]:
             log(f"stage {index + 1}/{len(spec.stages)}: {spec.stages[index].name}")
             run_stage(spec, index, storage, base, data, log)
         if spec.carry_forward:
+            if not run:
+                # A study under way: a stage still running has no choice yet (its leader so
+                # far is not one), so the stages after it have no base yet.
+                study = existing_stage_study(spec, index, storage)
+                if study is None or not stage_finished(spec, index, study):
+                    break
             choice = stage_choice(spec, index, storage, base)
             if choice is None and not run:
-                break  # a study still under way: the later stages have no base yet
+                break
             if choice is None:
                 raise SweepError(f"stage {spec.stages[index].name}: no trial completed")
             base = apply_overrides(base, overrides(choice))

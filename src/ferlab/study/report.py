@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.files import atomic_write_text
 from ..evaluation.plots import plot_loss_acc_of_multiple_parameters
-from .engine import open_storage, quiet_optuna, stage_bases, stage_study
+from .engine import existing_stage_study, open_storage, quiet_optuna, stage_bases, stage_finished
 from .spec import SEED_CHOICES, SweepSpec
 
 FIELDS = ("stage", "trial", "point", "state", "mean_val_accuracy", "std_val_accuracy", "seeds",
@@ -39,7 +39,9 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
         [spec.base] * len(spec.stages)
     rows, curves, chosen = [], {}, {}
     for index, stage in enumerate(spec.stages[:len(bases)]):  # a study under way: its started stages
-        study = stage_study(spec, index, storage, bases[index])
+        study = existing_stage_study(spec, index, storage)  # a reader never creates a stage
+        if study is None:
+            break
         curves[stage.name] = {}
         for t in study.get_trials(deepcopy=False):
             if "overrides" not in t.user_attrs:
@@ -64,7 +66,7 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
                 if history_file.exists():
                     curves[stage.name][row["point"]] = json.loads(history_file.read_text())
         complete = [r for r in rows if r["stage"] == stage.name and r["state"] == "complete"]
-        if complete:
+        if complete and stage_finished(spec, index, study):  # a stage under way has no choice yet
             chosen[stage.name] = max(complete, key=lambda r: r["mean_val_accuracy"])["point"]
     # Stage by stage in the study's order, best first within each: the order a reader follows
     # the one-at-a-time choices in (a table sorted across stages mixes unrelated baselines).
