@@ -147,6 +147,33 @@ def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
     assert "2 of 4 points done, 1 of 2 stages (under way)" in (tmp_path / "s" / "report.html").read_text()
 
 
+def test_a_close_call_is_rerun_with_more_seeds_before_the_stage_chooses(cache, tmp_path):
+    study = tmp_path / "s"
+    args = ["sweep", "--data", str(cache), "--study", str(study), "--param", "model.kernel_size=2,3",
+            "--confirm-seeds", "2", "--confirm-within", "0.99", *QUICK]  # every point counts as close
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "a close call: kernel_size=" in result.output
+    assert result.output.count("reusing its finished run") == 2  # only the second seeds trained
+    summary = json.loads((study / "results.json").read_text())
+    rows = summary["trials"]
+    reruns = [r for r in rows if r["confirm"]]
+    assert sorted(r["point"] for r in reruns) == ["kernel_size=2", "kernel_size=3"]
+    assert all(r["seeds"] == 2 and r["state"] == "complete" for r in reruns)
+    # the choice rests on the two-seed means, and only the chosen rerun's row is marked
+    best = max(reruns, key=lambda r: r["mean_val_accuracy"])
+    assert summary["chosen"] == {"kernel_size": best["point"]}
+    assert [r["chosen"] for r in rows if r.get("chosen")] == [True] and best.get("chosen")
+    assert "rerun of a close call" in result.output
+    assert len(list((study / "trials").glob("*/*-seed*"))) == 4  # 2 points x 2 seeds, none twice
+    assert summary["progress"]["points_done"] == summary["progress"]["points_total"] == 2
+    # a rerun of the finished study runs nothing again
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "a close call:" not in again.output and "trial " not in again.output
+    bad = runner.invoke(app, [*args[:-len(QUICK) - 4], "--seeds", "2", "--confirm-seeds", "2"])
+    assert bad.exit_code != 0 and "--confirm-seeds 2 must exceed --seeds 2" in bad.output
+
+
 def test_invalid_points_fail_clearly_and_the_study_goes_on(cache, tmp_path):
     base = load_config(None, [f"data.source={cache}", *QUICK, "model.block_num=2"])
     spec = SweepSpec(base, build_stages(["model.pool_size=2,32"], "oat", 0), tmp_path / "s")

@@ -204,6 +204,8 @@ def sweep(
     study: Annotated[Optional[Path], typer.Option("--study", help="study folder (default studies/NAME)")] = None,
     name: Annotated[Optional[str], typer.Option(help="study name (default: the preset or 'study')")] = None,
     seeds: Annotated[int, typer.Option(help="repeat every point with K seeds")] = 1,
+    confirm_seeds: Annotated[int, typer.Option(help="a close call: rerun a stage's points within --confirm-within of its leader with N seeds before it chooses (oat/grid; 0: off)")] = 0,
+    confirm_within: Annotated[float, typer.Option(help="how close (validation accuracy) counts as a close call")] = 0.01,
     epochs: Annotated[Optional[int], typer.Option(help="epochs per run")] = None,
     limit: Annotated[Optional[int], typer.Option(help="train each run on a stratified subset of N images")] = None,
     budget_minutes: Annotated[Optional[float], typer.Option(help="wall-clock budget of each run")] = None,
@@ -228,9 +230,14 @@ def sweep(
     stages = seed_study_stages() if preset else _run(build_stages, param or [], sampler, n_trials)
     if seeds < 1 or workers < 1:
         _fail("--seeds and --workers must be at least 1")
+    if confirm_seeds and confirm_seeds <= seeds:
+        _fail(f"--confirm-seeds {confirm_seeds} must exceed --seeds {seeds} (or be 0: off)")
+    if not 0 <= confirm_within < 1:
+        _fail(f"--confirm-within {confirm_within}: give an accuracy difference in [0, 1), e.g. 0.01")
     name = name or preset or "study"
     spec = SweepSpec(base, stages, study or Path("studies") / name, seeds=seeds, storage=storage,
-                     name=name, prune=prune, carry_forward=bool(preset))
+                     name=name, prune=prune, carry_forward=bool(preset), confirm_seeds=confirm_seeds,
+                     confirm_within=confirm_within)
     if report_only:
         if storage is None and not (spec.study_dir / "study.db").exists():
             _fail(f"--report-only: no study in {spec.study_dir} (no study.db); give its --study or --storage")

@@ -100,12 +100,63 @@ def existing_stage_study(spec: SweepSpec, index: int, storage):
 
 
 def stage_finished(spec: SweepSpec, index: int, study) -> bool:
-    """No point waits or runs (a dead worker's trial counts as running until it goes stale)."""
+    """No point waits or runs (a dead worker's trial counts as running until it goes stale),
+    and a close call has been confirmed."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
         return False
     stage = spec.stages[index]
-    return stage.kind != "tpe" or sum(t.state.is_finished() for t in trials) >= stage.n_trials
+    if stage.kind == "tpe":
+        return sum(t.state.is_finished() for t in trials) >= stage.n_trials
+    return not needs_confirmation(spec, index, study)
+
+
+MAX_CONTENDERS = 3
+
+
+def contenders(spec: SweepSpec, index: int, study) -> list:
+    """A finished stage's points too close to call on `spec.seeds` run(s): those within
+    `confirm_within` of the leader, best first (at most MAX_CONTENDERS); [] when the
+    leader is clear or confirmation is off."""
+    if spec.confirm_seeds <= spec.seeds or spec.stages[index].kind == "tpe":
+        return []
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if "overrides" in t.user_attrs and not t.user_attrs.get("confirm")]
+    if not complete:
+        return []
+    lead = max(t.value for t in complete)
+    close = sorted((t for t in complete if lead - t.value <= spec.confirm_within), key=lambda t: -t.value)
+    return close[:MAX_CONTENDERS] if len(close) > 1 else []
+
+
+def needs_confirmation(spec: SweepSpec, index: int, study) -> bool:
+    return bool(contenders(spec, index, study)) and not study.user_attrs.get("confirm_ready")
+
+
+def enqueue_confirmation(spec: SweepSpec, index: int, study, storage, log) -> None:
+    """Queue the contenders again with `confirm_seeds` seeds (their first run is reused from
+    its run folder, so only the extra seeds train). Creating a marker study is the election
+    among workers, as for a stage's points; the others wait until the runs are queued."""
+    try:
+        optuna.create_study(study_name=f"{stage_name(spec, index)}/confirm", storage=storage)
+    except optuna.exceptions.DuplicatedStudyError:
+        deadline = time.time() + 120
+        while not study.user_attrs.get("confirm_ready"):
+            if time.time() > deadline:
+                raise SweepError(f"{stage_name(spec, index)}: its close call was never queued; "
+                                 "delete its '/confirm' study and rerun") from None
+            time.sleep(0.5)
+        return
+    close = contenders(spec, index, study)
+    for t in close:
+        study.enqueue_trial({"point": t.system_attrs.get("fixed_params", {}).get("point", -1)}, user_attrs={
+            "overrides": t.user_attrs["overrides"], "label": t.user_attrs["label"], "confirm": True,
+            "seeds": spec.confirm_seeds})
+    study.set_user_attr("confirm_ready", True)
+    log(f"[{spec.stages[index].name}] a close call: "
+        + ", ".join(f"{t.user_attrs['label']} {t.value:.4f}" for t in close)
+        + f" lie within {spec.confirm_within:.3f} of the leader; rerunning them with "
+        f"{spec.confirm_seeds} seeds before choosing")
 
 
 def stage_study(spec: SweepSpec, index: int, storage, base: Config):
@@ -201,16 +252,27 @@ def _resumable(run_dir: Path, cfg: Config) -> bool:
     return not config_differences(to_dict(cfg), to_dict(saved), {"data.source"})
 
 
+def _finished_history(run_dir: Path, cfg: Config) -> list[dict[str, Any]] | None:
+    """The history of a run that finished all its epochs (summary.json is written last)."""
+    if not (run_dir / "summary.json").exists():
+        return None
+    history = json.loads((run_dir / "history.json").read_text())
+    return history if len(history) == cfg.train.epochs else None
+
+
 def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any], stage_dir: Path,
               log: Callable[[str], None]) -> TrialResult:
     label = trial.user_attrs.get("label") or f"trial{trial.number:04d}"
     cfg = apply_overrides(base, overrides(point))
     per_seed = []
-    for seed in range(spec.seeds):
+    for seed in range(trial.user_attrs.get("seeds", spec.seeds)):  # a close call's rerun: more
         seed_cfg = apply_overrides(cfg, [f"train.seed={base.train.seed + seed}"])
         run_dir = stage_dir / f"{label.replace('/', '_')}-seed{seed}"
         resume = _resumable(run_dir, seed_cfg)
-        if resume:
+        history = _finished_history(run_dir, seed_cfg) if resume else None
+        if history is not None:  # a close call's rerun: this seed's run is already done
+            log(f"  {label} seed {seed_cfg.train.seed}: reusing its finished run")
+        elif resume:
             log(f"  {label} seed {seed_cfg.train.seed}: resuming the interrupted run from its last "
                 "checkpoint")
         elif run_dir.exists():  # left by an interrupted attempt with other settings: starts over
@@ -223,8 +285,9 @@ def run_trial(spec: SweepSpec, base: Config, data, trial, point: dict[str, Any],
                     raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
         start = time.time()
-        history = train(seed_cfg, run_dir, resume=resume, data=data, log=lambda _: None,
-                        on_epoch_end=report)
+        if history is None:
+            history = train(seed_cfg, run_dir, resume=resume, data=data, log=lambda _: None,
+                            on_epoch_end=report)
         best = max(history, key=lambda h: h["val_accuracy"])
         per_seed.append({"seed": seed_cfg.train.seed, "best_val_accuracy": best["val_accuracy"],
                          "best_epoch": best["epoch"],
@@ -258,6 +321,9 @@ def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> 
                 continue
         elif waiting == 0:
             if _count(study, (TrialState.RUNNING,)) == 0:
+                if needs_confirmation(spec, index, study):
+                    enqueue_confirmation(spec, index, study, storage, log)
+                    continue
                 return
             time.sleep(2)  # others (or stale ones, failed after the grace period) still run
             continue
@@ -303,9 +369,13 @@ def stage_choice(spec: SweepSpec, index: int, storage, base: Config) -> dict[str
 
 
 def best_trial(study):
+    """The completed trial with the highest mean; after a close call, among its reruns (their
+    means over more seeds are what the choice rests on)."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if "overrides" in t.user_attrs]
-    return max(complete, key=lambda t: t.value) if complete else None
+    confirmed = [t for t in complete if t.user_attrs.get("confirm")]
+    pool = confirmed or complete
+    return max(pool, key=lambda t: t.value) if pool else None
 
 
 def stage_bases(spec: SweepSpec, storage, data, log, run: bool) -> list[Config]:

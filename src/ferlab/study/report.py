@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.files import atomic_write_text
 from ..evaluation.plots import plot_loss_acc_of_multiple_parameters
-from .engine import existing_stage_study, open_storage, quiet_optuna, stage_bases, stage_finished
+from .engine import best_trial, existing_stage_study, open_storage, quiet_optuna, stage_bases, stage_finished
 from .spec import SEED_CHOICES, SweepSpec
 
 FIELDS = ("stage", "trial", "point", "state", "mean_val_accuracy", "std_val_accuracy", "seeds",
@@ -59,15 +59,19 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
                 "error": t.user_attrs.get("error", "") or (
                     "interrupted; run again as a later trial" if t.state.name == "FAIL" else ""),
                 "runs": [s["run"] for s in seeds],
+                "run_seconds": {s["run"]: s["seconds"] for s in seeds},
+                "confirm": bool(t.user_attrs.get("confirm")),
             }
             rows.append(row)
             if seeds and t.state.name == "COMPLETE":
                 history_file = Path(seeds[0]["run"]) / "history.json"
                 if history_file.exists():
                     curves[stage.name][row["point"]] = json.loads(history_file.read_text())
-        complete = [r for r in rows if r["stage"] == stage.name and r["state"] == "complete"]
-        if complete and stage_finished(spec, index, study):  # a stage under way has no choice yet
-            chosen[stage.name] = max(complete, key=lambda r: r["mean_val_accuracy"])["point"]
+        best = best_trial(study) if stage_finished(spec, index, study) else None  # under way: none yet
+        if best is not None:
+            chosen[stage.name] = best.user_attrs["label"]
+            for r in rows:
+                r["chosen"] = r.get("chosen") or (r["stage"] == stage.name and r["trial"] == best.number)
     # Stage by stage in the study's order, best first within each: the order a reader follows
     # the one-at-a-time choices in (a table sorted across stages mixes unrelated baselines).
     order = {stage.name: i for i, stage in enumerate(spec.stages)}
@@ -83,11 +87,13 @@ def progress(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
     # trial is not: its point runs again as a later trial
     done = [r for r in rows if r["state"] in ("complete", "pruned")
             or (r["state"] == "fail" and not r["error"].startswith("interrupted"))]
-    seconds = sum((r["seconds_per_run"] or 0) * r["seeds"] for r in done)
+    # a close call's rerun reuses its point's first run: count each point and each run once
+    points = {(r["stage"], r["point"]) for r in done}
+    seconds = sum({run: s for r in done for run, s in r.get("run_seconds", {}).items()}.values())
     finished = sum(1 for stage in spec.stages
-                   if sum(r["stage"] == stage.name for r in done) >= (
+                   if sum(key[0] == stage.name for key in points) >= (
                        stage.n_trials if stage.kind == "tpe" else len(stage.points)))
-    return {"points_done": len(done), "points_total": total, "stages_done": finished,
+    return {"points_done": len(points), "points_total": total, "stages_done": finished,
             "stages_total": len(spec.stages), "training_hours": seconds / 3600}
 
 
@@ -97,21 +103,22 @@ def format_progress(p: dict[str, Any]) -> str:
             f"{p['stages_total']} stages ({state}); {p['training_hours']:.1f} h of training so far")
 
 
-def format_table(rows: list[dict[str, Any]], chosen: dict[str, str] | None = None) -> str:
-    """One line a trial, stage by stage; `*` marks each stage's chosen point."""
-    chosen = chosen or {}
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """One line a trial, stage by stage; `*` marks each stage's chosen trial."""
     lines = [f"{'stage':<22}{'point':<34}{'val acc (mean ± std)':>22}{'seeds':>6}{'best ep':>8}"
              f"{'s/run':>8}  state"]
     for i, r in enumerate(rows):
         if i and r["stage"] != rows[i - 1]["stage"]:
             lines.append("")
-        # the completed row only: an interrupted attempt at the same point keeps its own line
-        mark = "*" if chosen.get(r["stage"]) == r["point"] and r["state"] == "complete" else " "
+        # the chosen trial's row only: an interrupted attempt at the same point, or its first
+        # run before a close call's rerun, keeps its own line
+        mark = "*" if r.get("chosen") else " "
         acc = (f"{r['mean_val_accuracy']:.4f} ± {r['std_val_accuracy']:.4f}"
                if r["mean_val_accuracy"] is not None else "-")
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "-"
         lines.append(f"{r['stage']:<22}{mark}{str(r['point'])[:32]:<33}{acc:>22}{r['seeds']:>6}"
                      f"{str(r['best_epoch'] or '-'):>8}{secs:>8}  {r['state']}"
+                     + (", rerun of a close call" if r.get("confirm") else "")
                      + (f" ({r['error'][:60]})" if r["error"] else ""))
     return "\n".join(lines)
 
@@ -153,7 +160,7 @@ def write_report(spec: SweepSpec, log: Callable[[str], None] = print) -> dict[st
     if spec.carry_forward:
         summary["seed_report_choices"] = {k: v for k, v in SEED_CHOICES.items() if k in chosen}
     atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
-    table = format_table(rows, chosen)
+    table = format_table(rows)
     comparison = ""
     if spec.carry_forward and chosen:
         comparison = "\n".join(
