@@ -147,6 +147,26 @@ def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
     assert "2 of 4 points done, 1 of 2 stages (under way)" in (tmp_path / "s" / "report.html").read_text()
 
 
+def test_the_report_tells_a_stopped_worker_from_a_running_one(cache, tmp_path, monkeypatch):
+    """Read between sessions, a trial whose worker died is 'stalled', not 'running'; the
+    report only reads (the next run of the command fails and retries it)."""
+    from ferlab.study import engine
+
+    base = load_config(None, [f"data.source={cache}", *QUICK])
+    spec = SweepSpec(base, build_stages(["model.kernel_size=2,3"], "oat", 0), tmp_path / "s")
+    spec.study_dir.mkdir()
+    monkeypatch.setattr(engine, "GRACE_S", 1)
+    storage = engine.open_storage(spec.storage_url)
+    study = engine.stage_study(spec, 0, storage, base)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    assert [t["state"] for t in write_report(spec, log=lambda _: None)["trials"]] == ["running", "waiting"]
+    time.sleep(1.5)  # no beat since: its worker is gone
+    rows = write_report(spec, log=lambda _: None)["trials"]
+    assert [t["state"] for t in rows] == ["stalled", "waiting"] and "reruns it" in rows[0]["error"]
+    assert study.get_trials()[0].state.name == "RUNNING"  # not failed by a reader
+
+
 def test_a_close_call_is_rerun_with_more_seeds_before_the_stage_chooses(cache, tmp_path):
     study = tmp_path / "s"
     args = ["sweep", "--data", str(cache), "--study", str(study), "--param", "model.kernel_size=2,3",

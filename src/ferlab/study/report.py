@@ -42,6 +42,7 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
         study = existing_stage_study(spec, index, storage)  # a reader never creates a stage
         if study is None:
             break
+        stale = _stale_trials(storage, study)
         curves[stage.name] = {}
         for t in study.get_trials(deepcopy=False):
             if "overrides" not in t.user_attrs:
@@ -50,14 +51,16 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
             accs = [s["best_val_accuracy"] for s in seeds]
             row = {
                 "stage": stage.name, "trial": t.number, "point": t.user_attrs.get("label"),
-                "state": t.state.name.lower(),
+                "state": "stalled" if t._trial_id in stale else t.state.name.lower(),
                 "mean_val_accuracy": statistics.fmean(accs) if accs else None,
                 "std_val_accuracy": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
                 "seeds": len(accs),
                 "best_epoch": seeds[0]["best_epoch"] if seeds else None,
                 "seconds_per_run": statistics.fmean(s["seconds"] for s in seeds) if seeds else None,
                 "error": t.user_attrs.get("error", "") or (
-                    "interrupted; run again as a later trial" if t.state.name == "FAIL" else ""),
+                    "interrupted; run again as a later trial" if t.state.name == "FAIL" else
+                    "its worker stopped: the next run of the command reruns it" if t._trial_id in stale
+                    else ""),
                 "runs": [s["run"] for s in seeds],
                 "run_seconds": {s["run"]: s["seconds"] for s in seeds},
                 "confirm": bool(t.user_attrs.get("confirm")),
@@ -78,6 +81,16 @@ def _collect(spec: SweepSpec) -> tuple[list[dict[str, Any]], dict[str, dict[str,
     rows.sort(key=lambda r: (order[r["stage"]], r["mean_val_accuracy"] is None,
                              -(r["mean_val_accuracy"] or 0)))
     return rows, curves, chosen
+
+
+def _stale_trials(storage, study) -> set[int]:
+    """Running trials whose worker stopped beating (a study read between sessions): without
+    this the page would list them as running. Read-only, unlike Optuna's fail_stale_trials;
+    the method is Optuna's own (private), so an Optuna without it just shows them running."""
+    try:
+        return set(storage._get_stale_trial_ids(study._study_id))
+    except AttributeError:
+        return set()
 
 
 def progress(spec: SweepSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,8 +126,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         # the chosen trial's row only: an interrupted attempt at the same point, or its first
         # run before a close call's rerun, keeps its own line
         mark = "*" if r.get("chosen") else " "
-        acc = (f"{r['mean_val_accuracy']:.4f} ± {r['std_val_accuracy']:.4f}"
-               if r["mean_val_accuracy"] is not None else "-")
+        acc = ("-" if r["mean_val_accuracy"] is None else f"{r['mean_val_accuracy']:.4f}"
+               + (f" ± {r['std_val_accuracy']:.4f}" if r["seeds"] > 1 else ""))
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "-"
         lines.append(f"{r['stage']:<22}{mark}{str(r['point'])[:32]:<33}{acc:>22}{r['seeds']:>6}"
                      f"{str(r['best_epoch'] or '-'):>8}{secs:>8}  {r['state']}"
