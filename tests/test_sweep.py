@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -287,6 +288,10 @@ def test_a_killed_trial_resumes_from_its_checkpoint(cache, tmp_path):
     finish = subprocess.run(cmd, env=ENV_1_THREAD, capture_output=True, text=True, timeout=600)
     assert finish.returncode == 0, finish.stdout + finish.stderr
     assert "resuming the interrupted run" in finish.stdout
+    # the count of points done leaves out the interrupted attempt (it said "3 of 3" before
+    # the third point ran)
+    counts = [tuple(map(int, m)) for m in re.findall(r"\((\d+) of (\d+) points", finish.stdout)]
+    assert len(counts) == 3 and all(done < total for done, total in counts), finish.stdout
     after = (run / "history.csv").read_text().splitlines()
     assert len(after) == 31 and after[:len(before)] == before  # same timings: not retrained
     (labels,) = completed(f"sqlite:///{study / 'study.db'}").values()

@@ -303,6 +303,14 @@ def _count(study, states) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+def points_done(study) -> int:
+    """Distinct points finished: an interrupted trial (failed without an error, rerun as a
+    later one) and a close call's rerun do not count again."""
+    return len({t.user_attrs.get("label") for t in study.get_trials(deepcopy=False)
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                or (t.state == TrialState.FAIL and "error" in t.user_attrs)})
+
+
 def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> None:
     """Pop and run this stage's trials until none are waiting or running."""
     stage = spec.stages[index]
@@ -338,8 +346,8 @@ def run_stage(spec: SweepSpec, index: int, storage, base: Config, data, log) -> 
             trial.set_user_attr("label", f"trial{trial.number:04d}")
         label = trial.user_attrs["label"]
         total = len(stage.points) if stage.kind != "tpe" else stage.n_trials
-        finished = _count(study, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-        log(f"[{stage.name}] trial {trial.number}: {label} ({finished} of {total} points of this stage done)")
+        log(f"[{stage.name}] trial {trial.number}: {label} ({points_done(study)} of {total} points of "
+            "this stage done)")
         try:
             with _Heartbeat(storage, trial._trial_id):
                 result = run_trial(spec, base, data, trial, point, stage_dir, log)
