@@ -69,7 +69,13 @@ def test_one_at_a_time_with_seeds_writes_every_result(cache, tmp_path):
         accs = [float(r["mean_val_accuracy"]) for r in rows if r["stage"] == stage]
         assert accs == sorted(accs, reverse=True)
     assert float(rows[0]["std_val_accuracy"]) >= 0
-    assert len(list((study / "trials").glob("*/*-seed*"))) == 8  # a run folder per point and seed
+    # a run folder per point and seed, but dropout_rate=0.0 is the base's kernel_size=3 again:
+    # the same configuration and seeds, so its runs are reused rather than trained twice
+    assert len(list((study / "trials").glob("*/*-seed*"))) == 6
+    twin = {r["point"]: r for r in json.loads((study / "results.json").read_text())["trials"]}
+    assert twin["dropout_rate=0.0"]["runs"] == twin["kernel_size=3"]["runs"]
+    assert twin["dropout_rate=0.0"]["mean_val_accuracy"] == twin["kernel_size=3"]["mean_val_accuracy"]
+    assert result.output.count("the same configuration and seed as 0-kernel_size/kernel_size=3-seed") == 2
     for stage in ("kernel_size", "dropout_rate"):
         assert (study / f"curves_{stage}.png").stat().st_size > 20_000
     report = (study / "report.html").read_text()
