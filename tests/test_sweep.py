@@ -168,7 +168,7 @@ def test_the_report_tells_a_stopped_worker_from_a_running_one(cache, tmp_path, m
     trial = study.ask()
     storage.record_heartbeat(trial._trial_id)
     assert [t["state"] for t in write_report(spec, log=lambda _: None)["trials"]] == ["running", "waiting"]
-    time.sleep(1.5)  # no beat since: its worker is gone
+    time.sleep(3)  # no beat since: its worker is gone (SQLite keeps whole seconds, grace 1 s)
     rows = write_report(spec, log=lambda _: None)["trials"]
     assert [t["state"] for t in rows] == ["stalled", "waiting"] and "reruns it" in rows[0]["error"]
     assert study.get_trials()[0].state.name == "RUNNING"  # not failed by a reader
