@@ -118,7 +118,8 @@ def format_progress(p: dict[str, Any]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """One line a trial, stage by stage; `*` marks each stage's chosen trial."""
-    lines = [f"{'stage':<22}{'point':<34}{'val acc (mean ± std)':>22}{'seeds':>6}{'best ep':>8}"
+    width = max([32, *(len(str(r["point"])) for r in rows)]) + 2  # filter sets are long
+    lines = [f"{'stage':<22}{'point':<{width}}{'val acc (mean ± std)':>22}{'seeds':>6}{'best ep':>8}"
              f"{'s/run':>8}  state"]
     for i, r in enumerate(rows):
         if i and r["stage"] != rows[i - 1]["stage"]:
@@ -129,7 +130,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         acc = ("-" if r["mean_val_accuracy"] is None else f"{r['mean_val_accuracy']:.4f}"
                + (f" ± {r['std_val_accuracy']:.4f}" if r["seeds"] > 1 else ""))
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "-"
-        lines.append(f"{r['stage']:<22}{mark}{str(r['point'])[:32]:<33}{acc:>22}{r['seeds']:>6}"
+        lines.append(f"{r['stage']:<22}{mark}{str(r['point']):<{width - 1}}{acc:>22}{r['seeds']:>6}"
                      f"{str(r['best_epoch'] or '-'):>8}{secs:>8}  {r['state']}"
                      + (", rerun of a close call" if r.get("confirm") else "")
                      + (f" ({r['error'][:60]})" if r["error"] else ""))
