@@ -154,6 +154,17 @@ def test_a_carry_forward_study_under_way_has_a_report(cache, tmp_path):
     assert "2 of 4 points done, 1 of 2 stages (under way)" in (tmp_path / "s" / "report.html").read_text()
 
 
+def test_bad_close_call_options_are_refused_before_anything_runs(cache, tmp_path):
+    study = tmp_path / "s"
+    base = ["sweep", "--data", str(cache), "--study", str(study), "--param", "model.kernel_size=2,3", *QUICK]
+    cases = ((["--seeds", "2", "--confirm-seeds", "2"], "--confirm-seeds 2 must exceed --seeds 2"),
+             (["--confirm-seeds", "3", "--confirm-within", "1.5"], "--confirm-within 1.5"))
+    for extra, message in cases:
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code != 0 and message in result.output, result.output
+    assert not study.exists()  # nothing written
+
+
 def test_the_report_tells_a_stopped_worker_from_a_running_one(cache, tmp_path, monkeypatch):
     """Read between sessions, a trial whose worker died is 'stalled', not 'running'; the
     report only reads (the next run of the command fails and retries it)."""
@@ -197,8 +208,6 @@ def test_a_close_call_is_rerun_with_more_seeds_before_the_stage_chooses(cache, t
     # a rerun of the finished study runs nothing again
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "a close call:" not in again.output and "trial " not in again.output
-    bad = runner.invoke(app, [*args[:-len(QUICK) - 4], "--seeds", "2", "--confirm-seeds", "2"])
-    assert bad.exit_code != 0 and "--confirm-seeds 2 must exceed --seeds 2" in bad.output
 
 
 def test_invalid_points_fail_clearly_and_the_study_goes_on(cache, tmp_path):
